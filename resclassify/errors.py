@@ -1,0 +1,30 @@
+"""The exceptions resclassify raises; the command line turns each into one line on stderr."""
+
+
+class ResclassifyError(Exception):
+    """Base of every error resclassify reports to the user."""
+
+
+class InputError(ResclassifyError):
+    """One input (a file, a folder, a stdin line) could not be used; the others go on."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class ImageError(InputError):
+    """An image could not be opened, decoded or converted."""
+
+
+class DatasetError(ResclassifyError):
+    """The ground truth of an evaluation folder could not be worked out."""
+
+
+class WeightsError(ResclassifyError):
+    """Weights could not be found, downloaded, verified or loaded."""
+
+
+class DeviceError(ResclassifyError):
+    """The requested device is not available."""

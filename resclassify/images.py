@@ -1,0 +1,126 @@
+"""Image files to network-ready arrays: open, orient, convert to 8-bit RGB, resize, crop, normalize."""
+
+import math
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .config import CAFFE_MEAN_BGR, TORCH_MEAN_RGB, TORCH_STD_RGB
+from .errors import ImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+
+# Pillow refuses images over twice its MAX_IMAGE_PIXELS (about 179 megapixels) with a
+# DecompressionBombError. We keep that default limit but apply it ourselves, before decoding,
+# so that the message is ours and --max-pixels can move it either way.
+DEFAULT_MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+Image.MAX_IMAGE_PIXELS = None
+
+# A JPEG much larger than needed is decoded at a reduced DCT scale, keeping at least this many
+# source pixels per pixel of the resized short side so the bicubic resize still has real detail.
+DRAFT_OVERSAMPLE = 2
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST,
+             "bilinear": Image.Resampling.BILINEAR}
+
+
+def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
+    """Read one file into a uint8 array of shape (size, size, 3); raise ImageError if it cannot be."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels and width * height > max_pixels:
+                raise ImageError(
+                    path,
+                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,} (raise it with --max-pixels)",
+                )
+            if img.format == "JPEG" and preprocessing.name == "center-crop" and not preprocessing.exact_decode:
+                _draft(img, preprocessing.resize_short * DRAFT_OVERSAMPLE)
+            img.load()
+            rgb = to_rgb(img)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "no such file or directory") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "cannot identify image file") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Pillow reports truncated and corrupt data as OSError (and, for a few formats,
+        # SyntaxError or ValueError); its text names the problem well enough.
+        raise ImageError(path, f"cannot decode image: {exc}") from None
+    return np.asarray(resize(rgb, preprocessing), dtype=np.uint8)
+
+
+def _draft(img, min_short_side):
+    width, height = img.size
+    scale = min_short_side / min(width, height)
+    if scale < 0.5:
+        img.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
+
+
+def to_rgb(img):
+    """Any Pillow image as 8-bit RGB: EXIF orientation applied, first frame, alpha over white."""
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        mode = "RGBA" if "transparency" in img.info else "RGB"
+        img = img.convert(mode)
+    if mode in ("LA", "PA", "La", "RGBa", "RGBA"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_rgb(img)
+    return img.convert("RGB")
+
+
+def _high_depth_to_rgb(img):
+    # Pillow's own convert() clips 16-bit values at 255; scale the full range down instead.
+    values = np.asarray(img).astype(np.float64)
+    if img.mode != "F":
+        values = values * (255.0 / 65535.0)
+    grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
+def resize(img, preprocessing):
+    """Resize (and for center-crop, crop) an RGB image to size x size."""
+    size = preprocessing.size
+    resample = _RESAMPLE[preprocessing.interpolation]
+    if preprocessing.name == "squash":
+        return img if img.size == (size, size) else img.resize((size, size), resample)
+    width, height = img.size
+    short = preprocessing.resize_short
+    # torchvision's Resize(int): the short side becomes `short`, the long side is truncated.
+    if width <= height:
+        new_size = (short, int(short * height / width))
+    else:
+        new_size = (int(short * width / height), short)
+    if new_size != img.size:
+        img = img.resize(new_size, resample)
+    left = int(round((new_size[0] - size) / 2.0))
+    top = int(round((new_size[1] - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def normalize(batch, mode):
+    """uint8 RGB batch to the float32 input the network was trained on (Keras's preprocess_input)."""
+    x = batch.astype(np.float32)
+    if mode == "caffe":
+        x = x[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
+    elif mode == "tf":
+        x /= 127.5
+        x -= 1.0
+    elif mode == "torch":
+        x /= 255.0
+        x = (x - np.asarray(TORCH_MEAN_RGB, dtype=np.float32)) / np.asarray(TORCH_STD_RGB, dtype=np.float32)
+    return np.ascontiguousarray(x)

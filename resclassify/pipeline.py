@@ -1,0 +1,98 @@
+"""The one streaming pipeline predict and eval share: paths → decoded images → fixed-shape batches → probabilities."""
+
+import collections
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .images import DEFAULT_MAX_PIXELS, load_image, normalize
+from .metrics import top_k
+
+
+@dataclass
+class Scored:
+    """One input after the network: probabilities, or the reason it has none."""
+
+    path: str
+    probabilities: np.ndarray = None
+    error: InputError = None
+    pixels: np.ndarray = None
+
+
+def default_workers():
+    return os.cpu_count() or 1
+
+
+def ordered_map(function, items, workers, ahead):
+    """function over items on a thread pool, results in input order, at most `ahead` in flight.
+
+    Pillow releases the GIL while decoding, so threads decode in parallel with each other and
+    with the network; the bounded window keeps memory flat however many items there are.
+    """
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resclassify-load") as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def score(items, classifier, preprocessing, *, batch_size=32, workers=None, max_pixels=DEFAULT_MAX_PIXELS):
+    """Yield a Scored for every item (a path, or an InputError found earlier), in input order."""
+    items = list(items)
+    good = sum(1 for item in items if not isinstance(item, InputError))
+    # A run smaller than one batch uses a batch of its own size: no padding to compute.
+    batch_size = max(1, min(batch_size, good))
+    workers = workers or default_workers()
+
+    def load(item):
+        if isinstance(item, InputError):
+            return Scored(item.path, error=item)
+        try:
+            return Scored(item, pixels=load_image(item, preprocessing, max_pixels))
+        except InputError as exc:
+            return Scored(item, error=exc)
+
+    waiting = []
+    ready = 0
+    for scored in ordered_map(load, items, workers, ahead=2 * batch_size + workers):
+        waiting.append(scored)
+        if scored.error is None:
+            ready += 1
+        if ready == batch_size:
+            yield from _run_batch(waiting, classifier, preprocessing, batch_size)
+            waiting, ready = [], 0
+    yield from _run_batch(waiting, classifier, preprocessing, batch_size)
+
+
+def _run_batch(waiting, classifier, preprocessing, batch_size):
+    loaded = [s for s in waiting if s.error is None]
+    if loaded:
+        pixels = np.stack([s.pixels for s in loaded])
+        probabilities = classifier.predict(normalize(pixels, preprocessing.mode), pad_to=batch_size)
+        for s, p in zip(loaded, probabilities):
+            s.probabilities, s.pixels = p, None
+    yield from waiting
+
+
+def prediction_record(scored, classes, k):
+    """The record every output format writes: the top k classes, or the error."""
+    if scored.error is not None:
+        return {"path": scored.path, "error": scored.error.reason}
+    predictions = []
+    for rank, index in enumerate(top_k(scored.probabilities, k), start=1):
+        index = int(index)
+        predictions.append({
+            "rank": rank,
+            "index": index,
+            "wnid": classes.wnid(index),
+            "label": classes.labels[index],
+            # Six significant digits: float32 carries about seven, and JSON stays readable.
+            "probability": float(f"{scored.probabilities[index]:.6g}"),
+        })
+    return {"path": scored.path, "predictions": predictions}

@@ -1,0 +1,69 @@
+"""Shared fixtures: a seeded random-weights ResNet50 file, images made on the fly, a CLI runner."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from weights_factory import build_random_resnet50, save_keras_h5_weights  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_IMAGES = REPO / "sample_images"
+# Nothing in the suite may reach a real server: "imagenet" downloads go to a closed local port
+# unless a test starts its own server on 127.0.0.1 and points the mirror there.
+CLOSED_LOCAL_URL = "http://127.0.0.1:9/"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setenv("RESCLASSIFY_WEIGHTS_MIRROR", CLOSED_LOCAL_URL)
+    for name in ("RESCLASSIFY_OFFLINE", "RESCLASSIFY_DEBUG", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """ResNet50 weights, random with a fixed seed, in the layout of Keras's ImageNet file."""
+    path = tmp_path_factory.mktemp("weights") / "resnet50_random.h5"
+    return save_keras_h5_weights(build_random_resnet50(seed=1234), path)
+
+
+@pytest.fixture(scope="session")
+def model(weights_file):
+    import resclassify
+
+    return resclassify.load_model(str(weights_file), device="cpu")
+
+
+@pytest.fixture
+def cli_run():
+    """Run the CLI in-process; stdout and stderr are kept apart."""
+    from resclassify.cli import cli
+
+    def run(*args, input=None):
+        return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return run
+
+
+def save_image(path, size=(500, 375), mode="RGB", seed=0, **save_options):
+    """A reproducible photo-like test image (smooth colour field with noise)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    smooth = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
+    pixels = np.clip(np.asarray(smooth, dtype=np.int16) + rng.integers(-12, 13, size=(size[1], size[0], 3)), 0, 255)
+    image = Image.fromarray(pixels.astype(np.uint8))
+    if mode != "RGB":
+        image = image.convert(mode)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **save_options)
+    return path

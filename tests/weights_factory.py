@@ -1,0 +1,68 @@
+"""Random but seeded ResNet50 weights, written in the HDF5 layout of Keras's own ImageNet file."""
+
+import numpy as np
+
+CLASSIFIER_LAYER = "predictions"
+FEATURE_LAYER = "avg_pool"
+
+
+def _reference_batch(rng, count=16):
+    """Smooth random colour fields: varied enough to show what every image's features share."""
+    from PIL import Image
+
+    images = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, size=(rng.integers(2, 9), rng.integers(2, 9), 3), dtype=np.uint8)
+        images.append(np.asarray(Image.fromarray(coarse).resize((224, 224), Image.Resampling.BICUBIC)))
+    batch = np.stack(images).astype(np.float32)[..., ::-1] - np.float32([103.939, 116.779, 123.68])
+    return batch
+
+
+def build_random_resnet50(seed=1234, logit_std=4.0):
+    """A ResNet50 with seeded random weights whose classifier tells images apart.
+
+    A random ResNet gives every image nearly the same pooled features (correlation above 0.9),
+    so a random classifier would rank the same classes first for all of them. The classifier
+    kernel is drawn at random, then the direction the features share is projected out of it and
+    it is scaled so that logits spread with about logit_std: different images get different,
+    well-separated top-5s.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.ResNet50(weights=None)
+    rng = np.random.default_rng(seed)
+    features = keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)(
+        _reference_batch(rng), training=False).numpy()
+    shared = features.mean(axis=0)
+    shared /= np.linalg.norm(shared)
+    dense = model.get_layer(CLASSIFIER_LAYER)
+    kernel, bias = dense.get_weights()
+    kernel = rng.normal(0.0, 1.0, kernel.shape).astype(np.float32)
+    kernel -= np.outer(shared, shared @ kernel)
+    logits = features @ kernel
+    kernel *= logit_std / (logits - logits.mean(axis=1, keepdims=True)).std()
+    dense.set_weights([kernel.astype(np.float32), np.zeros_like(bias)])
+    return model
+
+
+def save_keras_h5_weights(model, path):
+    """Write model's weights as keras.applications' *_weights_tf_dim_ordering_tf_kernels.h5 files are laid out.
+
+    Root attributes layer_names, backend, keras_version; a group per layer whose weight_names
+    attribute lists datasets named "<layer>/<weight>:0", trainable weights first.
+    """
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([layer.name.encode("utf8") for layer in model.layers])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            weights = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+            names = [f"{layer.name}/{w.name}:0".encode("utf8") for w in weights]
+            group.attrs["weight_names"] = np.array(names)
+            for name, weight in zip(names, weights):
+                group.create_dataset(name.decode("utf8"), data=np.asarray(weight.numpy()))
+    return path
