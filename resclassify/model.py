@@ -41,8 +41,8 @@ def tensorflow(verbose=False):
     """Import TensorFlow once, without its start-up noise unless verbose."""
     global _tensorflow_module
     if _tensorflow_module is None:
-        if not verbose:
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if not verbose and not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         with native_stderr_silenced(not verbose):
             import tensorflow as tf
 
@@ -110,8 +110,9 @@ def load_classifier(weights_path, arch="resnet50", device="auto", *, threads=Non
     if key in _classifiers:
         return _classifiers[key]
     tf = tensorflow(verbose)
-    used_device = configure_device(tf, device, threads)
     with native_stderr_silenced(not verbose):
+        # Probing for GPUs logs CUDA errors from C++ on machines without one.
+        used_device = configure_device(tf, device, threads)
         import keras
 
         build = getattr(keras.applications, _ARCH_BUILDERS[arch])

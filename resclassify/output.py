@@ -21,9 +21,9 @@ class TableWriter:
             return
         table = Table(title=record["path"], title_justify="left", title_style="bold")
         table.add_column("#", justify="right")
-        table.add_column("label")
-        table.add_column("WordNet id")
-        table.add_column("probability", justify="right")
+        table.add_column("label", style="cyan")
+        table.add_column("WordNet id", style="dim")
+        table.add_column("probability", justify="right", style="green")
         for p in record["predictions"]:
             table.add_row(str(p["rank"]), p["label"], p["wnid"] or "", f"{p['probability'] * 100:.2f}%")
         self.console.print(table)

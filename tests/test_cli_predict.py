@@ -1,0 +1,263 @@
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import resclassify
+from conftest import REPO, SAMPLE_IMAGES, save_image
+
+SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
+
+
+def library_records(model, paths, **options):
+    return list(resclassify.classify(paths, model, **options))
+
+
+def jsonl(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weights_file, model):
+    result = cli_run("predict", "--weights", weights_file, *SAMPLES)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "\x1b[" not in result.stdout  # no colour when stdout is not a terminal
+    for record in library_records(model, SAMPLES):
+        titles = [i for i, line in enumerate(lines) if line.rstrip() == record["path"]]
+        assert len(titles) == 1
+        rows = lines[titles[0] + 4: titles[0] + 9]
+        for row, p in zip(rows, record["predictions"]):
+            cells = [c.strip() for c in row.strip("│ ").split("│")]
+            assert cells == [str(p["rank"]), p["label"], p["wnid"], f"{p['probability'] * 100:.2f}%"]
+
+
+def test_every_format_carries_the_same_predictions(cli_run, weights_file, model):
+    expected = library_records(model, SAMPLES, top_k=3)
+    assert len({r["predictions"][0]["index"] for r in expected}) == len(SAMPLES)  # fixture tells images apart
+
+    as_jsonl = cli_run("predict", "--weights", weights_file, "-k", "3", "--json", *SAMPLES)
+    assert as_jsonl.exit_code == 0 and jsonl(as_jsonl.stdout) == expected
+
+    as_json = cli_run("predict", "--weights", weights_file, "-k", "3", "--format", "json", *SAMPLES)
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == expected
+
+    as_csv = cli_run("predict", "--weights", weights_file, "-k", "3", "--format", "csv", *SAMPLES)
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert list(rows[0]) == ["path", "rank", "index", "wnid", "label", "probability", "error"]
+    flattened = [
+        {"path": r["path"], "rank": str(p["rank"]), "index": str(p["index"]), "wnid": p["wnid"],
+         "label": p["label"], "probability": str(p["probability"]), "error": ""}
+        for r in expected for p in r["predictions"]
+    ]
+    assert rows == flattened
+
+
+def test_json_record_layout(cli_run, weights_file):
+    result = cli_run("predict", "--weights", weights_file, "--json", SAMPLES[0])
+    [record] = jsonl(result.stdout)
+    assert list(record) == ["path", "predictions"]
+    assert [list(p) for p in record["predictions"]] == [["rank", "index", "wnid", "label", "probability"]] * 5
+    assert [p["rank"] for p in record["predictions"]] == [1, 2, 3, 4, 5]
+    probabilities = [p["probability"] for p in record["predictions"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(isinstance(p, float) and 0 < p <= 1 for p in probabilities)
+    wnids = [line.split("\t") for line in (REPO / "resclassify/data/imagenet_class_index.tsv").read_text().splitlines()[1:]]
+    for p in record["predictions"]:
+        assert wnids[p["index"]] == [str(p["index"]), p["wnid"], p["label"]]
+
+
+def test_squash_gives_the_keras_recipe_top_k(tmp_path, cli_run, weights_file):
+    import keras
+    from keras.applications.resnet50 import preprocess_input
+
+    paths = SAMPLES + [str(save_image(tmp_path / "made.jpg", size=(333, 500), quality=90))]
+    reference = keras.applications.ResNet50(weights=None)
+    reference.load_weights(str(weights_file))
+    result = cli_run("predict", "--weights", weights_file, "--preprocess", "squash", "--json", *paths)
+    for path, record in zip(paths, jsonl(result.stdout)):
+        image = keras.utils.img_to_array(keras.utils.load_img(path, target_size=(224, 224)))
+        probabilities = reference.predict(preprocess_input(image[None]), verbose=0)[0]
+        order = np.argsort(-probabilities)[:5]
+        assert [p["index"] for p in record["predictions"]] == order.tolist()
+        np.testing.assert_allclose([p["probability"] for p in record["predictions"]], probabilities[order], rtol=1e-4, atol=1e-6)
+
+
+def test_center_crop_feeds_the_network_the_centre_crop(tmp_path, cli_run, weights_file, model):
+    from PIL import Image
+
+    path = save_image(tmp_path / "wide.png", size=(640, 427))
+    crop = np.asarray(Image.open(path).resize((383, 256), Image.Resampling.BICUBIC))[16:240, 80:304]
+    batch = crop[None].astype(np.float32)[..., ::-1] - np.float32([103.939, 116.779, 123.68])
+    probabilities = model.keras_model(batch, training=False).numpy()[0]
+    [record] = jsonl(cli_run("predict", "--weights", weights_file, "--json", path).stdout)
+    assert [p["index"] for p in record["predictions"]] == np.argsort(-probabilities)[:5].tolist()
+
+
+def test_bad_inputs_are_reported_and_the_good_ones_still_classified(tmp_path, cli_run, weights_file, model):
+    good = [str(save_image(tmp_path / f"good{i}.jpg", seed=i, quality=90)) for i in range(3)]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(open(good[0], "rb").read()[:3000])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.jpg"
+    text.write_text("hello\n")
+    missing = tmp_path / "missing.jpg"
+    inputs = [good[0], str(truncated), str(empty), good[1], str(text), str(missing), good[2]]
+
+    result = cli_run("predict", "--weights", weights_file, "--json", *inputs)
+    assert result.exit_code == 1
+    records = jsonl(result.stdout)
+    assert [r["path"] for r in records] == inputs
+    assert [r for r in records if "predictions" in r] == library_records(model, good)
+    assert [r["error"] for r in records if "error" in r] == [
+        records[1]["error"], "cannot identify image file", "cannot identify image file", "no such file or directory"]
+    assert records[1]["error"].startswith("cannot decode image: image file is truncated")
+    assert result.stderr.splitlines() == [
+        f"resclassify: error: {truncated}: {records[1]['error']}",
+        f"resclassify: error: {empty}: cannot identify image file",
+        f"resclassify: error: {text}: cannot identify image file",
+        f"resclassify: error: {missing}: no such file or directory",
+        "resclassify: warning: 4 of 7 inputs could not be classified",
+    ]
+
+
+def test_paths_from_stdin(tmp_path, cli_run, weights_file, model):
+    a = str(save_image(tmp_path / "a.png", seed=1))
+    b = str(save_image(tmp_path / "b.png", seed=2))
+    result = cli_run("predict", "--weights", weights_file, "--json", "-", input=f"{b}\n{a}\n")
+    assert result.exit_code == 0
+    assert jsonl(result.stdout) == library_records(model, [b, a])
+
+
+def test_folders_and_files_mixed(tmp_path, cli_run, weights_file):
+    folder = tmp_path / "photos"
+    save_image(folder / "b.jpg", seed=1)
+    save_image(folder / "nested/a.JPG", seed=2)
+    (folder / "notes.txt").write_text("not an image")
+    single = save_image(tmp_path / "first.png", seed=3)
+    result = cli_run("predict", "--weights", weights_file, "--json", single, folder)
+    assert [r["path"] for r in jsonl(result.stdout)] == [str(single), str(folder / "b.jpg"), str(folder / "nested/a.JPG")]
+
+
+def test_a_short_last_batch_is_padded_and_gives_the_same_answers(cli_run, weights_file):
+    whole = jsonl(cli_run("predict", "--weights", weights_file, "--json", *SAMPLES).stdout)
+    batched = jsonl(cli_run("predict", "--weights", weights_file, "--json", "--batch-size", "3", *SAMPLES).stdout)
+    assert [[p["index"] for p in r["predictions"]] for r in batched] == [[p["index"] for p in r["predictions"]] for r in whole]
+    for a, b in zip(whole, batched):
+        np.testing.assert_allclose([p["probability"] for p in a["predictions"]],
+                                   [p["probability"] for p in b["predictions"]], rtol=1e-4, atol=1e-6)
+
+
+def test_missing_imagenet_weights_offline_say_what_to_put_where(tmp_path, cli_run, monkeypatch):
+    monkeypatch.delenv("RESCLASSIFY_WEIGHTS_MIRROR")  # --offline never touches the network anyway
+    result = cli_run("predict", "--offline", SAMPLES[0])
+    assert result.exit_code == 1 and result.stdout == ""
+    target = tmp_path / "keras-home" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    assert result.stderr == (
+        "resclassify: error: resnet50_weights_tf_dim_ordering_tf_kernels.h5 is not in the cache and downloads are "
+        "off (--offline): fetch https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+        "resnet50_weights_tf_dim_ordering_tf_kernels.h5 (md5 2cb95161c43110f7111970584f804107) on a connected "
+        f"machine and put it at {target}, or pass --weights PATH\n"
+    )
+
+
+def test_failed_download_says_what_to_put_where(tmp_path, cli_run):
+    result = cli_run("predict", SAMPLES[0])  # the mirror points at a closed port on 127.0.0.1
+    target = tmp_path / "keras-home" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    assert result.exit_code == 1 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(
+        "resclassify: error: cannot download http://127.0.0.1:9/resnet50_weights_tf_dim_ordering_tf_kernels.h5: ")
+    assert result.stderr.endswith(
+        f"Put resnet50_weights_tf_dim_ordering_tf_kernels.h5 (md5 2cb95161c43110f7111970584f804107) at {target}, "
+        "or pass --weights PATH\n")
+    assert not target.exists() and not list(target.parent.glob("*.part"))
+
+
+def test_a_weights_file_that_is_not_weights(tmp_path, cli_run):
+    bogus = tmp_path / "bogus.h5"
+    bogus.write_text("not hdf5")
+    result = cli_run("predict", "--weights", bogus, SAMPLES[0])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"resclassify: error: cannot load resnet50 weights from {bogus}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_gpu_requested_without_one(cli_run, weights_file):
+    result = cli_run("predict", "--weights", weights_file, "--device", "gpu", SAMPLES[0])
+    assert result.exit_code == 1
+    assert result.stderr == "resclassify: error: --device gpu: TensorFlow sees no GPU on this machine (use --device cpu or auto)\n"
+
+
+@pytest.mark.parametrize("args", [["--top-k", "0"], ["--format", "xml"], ["--batch-size", "0"], []])
+def test_usage_errors_exit_2(cli_run, args):
+    assert cli_run("predict", *args, *(["x.jpg"] if args else [])).exit_code == 2
+
+
+def run_module(*args, env=None, **kwargs):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "resclassify", *map(str, args)], capture_output=True, text=True,
+                          env=full_env, **kwargs)
+
+
+def test_tensorflow_noise_never_reaches_stdout_or_stderr(weights_file):
+    result = run_module("predict", "--weights", weights_file, "--json", SAMPLES[0], env={"TF_CPP_MIN_LOG_LEVEL": ""})
+    assert result.returncode == 0
+    assert result.stderr == ""
+    [record] = jsonl(result.stdout)
+    assert record["path"] == SAMPLES[0]
+
+
+def test_help_does_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "from resclassify.cli import cli\n"
+        "for args in (['--help'], ['predict', '--help']):\n"
+        "    try:\n"
+        "        cli(args, prog_name='resclassify')\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "print('imported:', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "Usage: resclassify predict [OPTIONS] INPUT..." in result.stdout
+    assert result.stderr == "imported: []\n"
+
+
+def test_traceback_only_with_debug(tmp_path, weights_file):
+    missing = tmp_path / "none.h5"
+    quiet = run_module("predict", "--weights", missing, SAMPLES[0])
+    assert quiet.returncode == 1
+    assert quiet.stderr == f"resclassify: error: weights {missing}: no such file\n"
+    loud = run_module("predict", "--weights", missing, SAMPLES[0], env={"RESCLASSIFY_DEBUG": "1"})
+    assert loud.returncode == 1
+    assert "Traceback (most recent call last)" in loud.stderr and "WeightsError" in loud.stderr
+
+
+def test_table_colours_only_on_a_terminal_and_never_with_no_color(monkeypatch):
+    from resclassify.output import TableWriter
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    record = {"path": "x.jpg", "predictions": [
+        {"rank": 1, "index": 281, "wnid": "n02123045", "label": "tabby", "probability": 0.5}]}
+    colour = re.compile(r"\x1b\[[0-9;]*3[0-7](;[0-9]+)*m")
+    coloured = Terminal()
+    TableWriter(coloured).write(record)
+    assert colour.search(coloured.getvalue())
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = Terminal()
+    TableWriter(plain).write(record)
+    assert "tabby" in plain.getvalue() and not colour.search(plain.getvalue())
