@@ -12,14 +12,14 @@ __all__ = [
 ]
 
 
-def load_model(weights="imagenet", *, arch="resnet50", device="auto", threads=None, offline=False,
-               verbose=False, progress=False):
+def load_model(weights="imagenet", *, arch="resnet50", device="auto", precision="float32", threads=None,
+               offline=False, verbose=False, progress=False):
     """The network with its weights: "imagenet" (Keras's cache, downloaded once), a URL, or a file."""
     from .model import load_classifier
     from .weights import resolve_weights
 
     path = resolve_weights(weights, arch, offline=offline, progress=progress)
-    return load_classifier(path, arch, device, threads=threads, verbose=verbose)
+    return load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose)
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None,

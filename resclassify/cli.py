@@ -7,7 +7,7 @@ import sys
 import click
 
 from . import __version__
-from .config import DEVICE_CHOICES, PREPROCESS_CHOICES, resolve_preprocessing
+from .config import DEVICE_CHOICES, PRECISION_CHOICES, PREPROCESS_CHOICES, resolve_preprocessing
 from .errors import ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
 from .output import FORMATS
@@ -67,6 +67,8 @@ def model_options(command):
                      help="Images per network call."),
         click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                      help="auto: the GPU when TensorFlow sees one."),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="float32", show_default=True,
+                     help="Compute precision: bfloat16 is faster on CPUs that have it, float16 on GPUs."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads for decoding and the network [default: all cores]."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
@@ -104,7 +106,7 @@ def cli():
 @model_options
 @reports_errors
 def predict(inputs, top_k, format_name, json_lines, weights, offline, preprocess, exact_decode, batch_size,
-            device, threads, max_pixels, verbose, quiet):
+            device, precision, threads, max_pixels, verbose, quiet):
     """Print the top classes for each image.
 
     INPUT is an image file, a folder (searched recursively for images), or - to read paths
@@ -121,8 +123,8 @@ def predict(inputs, top_k, format_name, json_lines, weights, offline, preprocess
 
     preprocessing = resolve_preprocessing(preprocess, exact_decode=exact_decode)
     items = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
-    model = load_model(weights, device=device, threads=threads, offline=offline, verbose=verbose,
-                       progress=not quiet)
+    model = load_model(weights, device=device, precision=precision, threads=threads, offline=offline,
+                       verbose=verbose, progress=not quiet)
     writer = open_writer(chosen_format(format_name, json_lines), sys.stdout)
     failed = 0
     for record in classify(items, model, top_k=top_k, batch_size=batch_size, preprocessing=preprocessing,

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 PREPROCESS_CHOICES = ("center-crop", "squash")
 NORMALIZE_MODES = ("caffe", "tf", "torch", "none")
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
+PRECISION_CHOICES = ("float32", "bfloat16", "float16")
 
 DEFAULT_SIZE = 224
 # timm's and torchvision's single-crop evaluation: short side to size / 0.875 (256 for 224).

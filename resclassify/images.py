@@ -3,7 +3,7 @@
 import math
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .config import CAFFE_MEAN_BGR, TORCH_MEAN_RGB, TORCH_STD_RGB
 from .errors import ImageError
@@ -67,7 +67,9 @@ def _draft(img, min_short_side):
 
 def to_rgb(img):
     """Any Pillow image as 8-bit RGB: EXIF orientation applied, first frame, alpha over white."""
-    img = ImageOps.exif_transpose(img)
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        # Only then: exif_transpose copies even an image that needs no turning.
+        img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode == "RGB":
         return img
@@ -114,10 +116,11 @@ def resize(img, preprocessing):
 
 def normalize(batch, mode):
     """uint8 RGB batch to the float32 input the network was trained on (Keras's preprocess_input)."""
-    x = batch.astype(np.float32)
     if mode == "caffe":
-        x = x[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
-    elif mode == "tf":
+        # One pass: RGB to BGR, to float32 and mean subtraction together (a third of the time of three).
+        return np.subtract(batch[..., ::-1], np.asarray(CAFFE_MEAN_BGR, dtype=np.float32), dtype=np.float32)
+    x = batch.astype(np.float32)
+    if mode == "tf":
         x /= 127.5
         x -= 1.0
     elif mode == "torch":

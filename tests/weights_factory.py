@@ -18,7 +18,22 @@ def _reference_batch(rng, count=16):
     return batch
 
 
-def build_random_resnet50(seed=1234, logit_std=4.0):
+def randomize_batch_norms(model, rng):
+    """Give every batch norm non-trivial statistics, as trained weights have, so folding them shows."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.gamma.shape[0]
+            layer.set_weights([
+                rng.uniform(0.7, 1.3, channels).astype(np.float32),  # gamma
+                rng.normal(0.0, 0.1, channels).astype(np.float32),  # beta
+                rng.normal(0.0, 0.1, channels).astype(np.float32),  # moving mean
+                rng.uniform(0.7, 1.3, channels).astype(np.float32),  # moving variance
+            ])
+
+
+def build_random_resnet50(seed=1234, logit_std=3.0, shared_directions=2):
     """A ResNet50 with seeded random weights whose classifier tells images apart.
 
     A random ResNet gives every image nearly the same pooled features (correlation above 0.9),
@@ -32,14 +47,18 @@ def build_random_resnet50(seed=1234, logit_std=4.0):
     keras.utils.set_random_seed(seed)
     model = keras.applications.ResNet50(weights=None)
     rng = np.random.default_rng(seed)
+    randomize_batch_norms(model, rng)
     features = keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)(
         _reference_batch(rng), training=False).numpy()
-    shared = features.mean(axis=0)
-    shared /= np.linalg.norm(shared)
+    # The mean feature and the main directions in which the reference fields vary: what a
+    # random network sees in every image alike.
+    centred = features - features.mean(axis=0)
+    shared = np.vstack([features.mean(axis=0), np.linalg.svd(centred, full_matrices=False)[2][:shared_directions]])
+    basis = np.linalg.qr(shared.T)[0]
     dense = model.get_layer(CLASSIFIER_LAYER)
     kernel, bias = dense.get_weights()
     kernel = rng.normal(0.0, 1.0, kernel.shape).astype(np.float32)
-    kernel -= np.outer(shared, shared @ kernel)
+    kernel -= basis @ (basis.T @ kernel)
     logits = features @ kernel
     kernel *= logit_std / (logits - logits.mean(axis=1, keepdims=True)).std()
     dense.set_weights([kernel.astype(np.float32), np.zeros_like(bias)])
