@@ -201,7 +201,8 @@ def print_eval_summary(report, stream):
     from rich.table import Table
 
     console = Console(file=stream, highlight=False, soft_wrap=False, width=None if stream.isatty() else 100)
-    out = functools.partial(console.print, markup=False)
+    # Plain lines never wrap: a path broken across two lines could not be copied or grepped.
+    out = functools.partial(console.print, markup=False, soft_wrap=True)
     images = report["images"]
     model = report["model"]
 
@@ -226,7 +227,8 @@ def print_eval_summary(report, stream):
         out(f"  labels with no image, in {source}: {first_few['count']:,} ({_and_more(first_few)})")
     out("")
 
-    accuracy = Table(title="Accuracy", title_justify="left", title_style="bold")
+    console.print("Accuracy", style="bold", markup=False, highlight=False)
+    accuracy = Table()
     for column in ("", "accuracy", "95% CI", "error", "correct"):
         accuracy.add_column(column, justify="left" if not column else "right")
     for name, figure in report["accuracy"].items():
@@ -243,7 +245,8 @@ def print_eval_summary(report, stream):
 
     if report["worst_classes"]:
         out("")
-        worst = Table(title="Worst classes by top-1 accuracy", title_justify="left", title_style="bold")
+        console.print("Worst classes by top-1 accuracy", style="bold", markup=False, highlight=False)
+        worst = Table()
         top_ks = [name[3:] for name in report["accuracy"]]
         for column in ["class", "WordNet id", "images"] + [f"top-{k}" for k in top_ks]:
             worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
@@ -253,7 +256,8 @@ def print_eval_summary(report, stream):
         console.print(worst)
     if report["confusions"]:
         out("")
-        confusions = Table(title="Most frequent confusions (top-1)", title_justify="left", title_style="bold")
+        console.print("Most frequent confusions (top-1)", style="bold", markup=False, highlight=False)
+        confusions = Table()
         for column in ("true class", "predicted as", "images"):
             confusions.add_column(column, justify="right" if column == "images" else "left")
         for row in report["confusions"]:
