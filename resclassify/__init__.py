@@ -2,12 +2,13 @@
 
 from .config import Preprocessing, resolve_preprocessing
 from .errors import DatasetError, DeviceError, ImageError, InputError, ResclassifyError, WeightsError
+from .datasets import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "classify", "load_model", "Preprocessing", "resolve_preprocessing", "ResclassifyError",
+    "classify", "evaluate", "find_ground_truth", "load_model", "Preprocessing", "resolve_preprocessing", "ResclassifyError",
     "InputError", "ImageError", "DatasetError", "WeightsError", "DeviceError", "__version__",
 ]
 
@@ -34,3 +35,20 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     for scored in score(paths, model, preprocessing, batch_size=batch_size, workers=workers,
                         max_pixels=max_pixels):
         yield prediction_record(scored, model.classes, top_k)
+
+
+def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, batch_size=32,
+             preprocessing=None, workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None):
+    """Top-1/top-5 (and top-k) accuracy of model over a folder of labelled images, as a dict.
+
+    The ground truth is class folders under folder, or the labels file `labels` (CSV/TSV,
+    Kaggle's LOC_val_solution.csv or the ILSVRC2012 devkit's ground truth); `real_labels` is a
+    ReaL real.json. on_record(record) sees each image's result as it is scored. Raises
+    DatasetError when the ground truth cannot be worked out.
+    """
+    from .evaluation import run_evaluation
+
+    ground_truth = find_ground_truth(folder, labels, real_labels, classes=model.classes)
+    return run_evaluation(ground_truth, model, top_k=top_k, limit=limit, batch_size=batch_size,
+                          preprocessing=preprocessing, workers=workers, max_pixels=max_pixels,
+                          on_record=on_record)

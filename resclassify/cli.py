@@ -1,5 +1,6 @@
 """The command line: reads options, calls the library, prints; errors become one line and an exit code."""
 
+import contextlib
 import functools
 import os
 import sys
@@ -10,7 +11,7 @@ from . import __version__
 from .config import DEVICE_CHOICES, PRECISION_CHOICES, PREPROCESS_CHOICES, resolve_preprocessing
 from .errors import ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
-from .output import FORMATS
+from .output import FORMATS, record_file_format
 
 DEBUG_VARIABLE = "RESCLASSIFY_DEBUG"
 
@@ -138,6 +139,156 @@ def predict(inputs, top_k, format_name, json_lines, weights, offline, preprocess
         if not quiet:
             report_warning(f"{failed} of {len(items)} inputs could not be classified")
         sys.exit(1)
+
+
+def record_file_option(name, help_text):
+    def check_extension(ctx, param, value):
+        if value is not None:
+            try:
+                record_file_format(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return click.option(name, type=click.Path(dir_okay=False), metavar="FILE.jsonl|FILE.csv",
+                        callback=check_extension, help=help_text)
+
+
+def check_can_write(path, force):
+    """Refuse an existing file without --force, and a missing folder, before anything runs."""
+    if os.path.exists(path) and not force:
+        raise CommandError(f"{path}: already exists; pass --force to overwrite it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"{path}: cannot write: no such folder {folder}")
+
+
+def open_for_writing(path, force):
+    try:
+        # "x" rather than "w" without --force: a file that appeared since the check is kept.
+        return open(path, "w" if force else "x", encoding="utf-8", newline="")
+    except FileExistsError:
+        raise CommandError(f"{path}: already exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+@cli.command(name="eval")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Labels for a flat folder: CSV/TSV with a header (filename,label), Kaggle's "
+                   "LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt.")
+@click.option("--real-labels", "real_labels_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="ReaL's real.json: a top-k prediction hits when it is any of the image's ReaL labels; "
+                   "images with none are skipped.")
+@click.option("-k", "--top-k", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Also report top-k accuracy (top-1 and top-5 are always reported); predictions kept per image.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Evaluate only the first N labelled images in sorted path order.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@record_file_option("--predictions-out", "Write one record per image (true label, top-k, hit@1, hit@5) "
+                                         "as it is scored.")
+@record_file_option("--misclassified-out", "Write the images whose top-1 missed, with true and predicted labels.")
+@click.option("--force", is_flag=True, help="Overwrite existing --predictions-out/--misclassified-out files.")
+@click.option("--fail-under", type=click.FloatRange(0, 100), default=None, metavar="PCT",
+              help="Exit with status 1 when top-1 accuracy (in %) is below PCT.")
+@model_options
+@reports_errors
+def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, predictions_out, misclassified_out,
+                 force, fail_under, weights, offline, preprocess, exact_decode, batch_size, device, threads,
+                 max_pixels, verbose, quiet):
+    """Measure top-1/top-5 accuracy over a folder of labelled images.
+
+    FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
+    class index (0..999, as ImageNetV2); or it is a flat folder and --labels says which
+    class each image is.
+
+    \b
+    Examples:
+      resclassify eval imagenet/val
+      resclassify eval val_flat --labels ILSVRC2012_validation_ground_truth.txt
+      resclassify eval imagenetv2-matched-frequency --json --predictions-out run.jsonl
+    """
+    from . import load_model
+    from .datasets import find_ground_truth
+    from .evaluation import misclassified_record, reported_ks, run_evaluation
+    from .output import EvalProgress, open_misclassified_writer, open_predictions_writer, print_eval_summary, \
+        write_json_report
+
+    outputs = [path for path in (predictions_out, misclassified_out) if path is not None]
+    if len(outputs) == 2 and os.path.abspath(outputs[0]) == os.path.abspath(outputs[1]):
+        raise click.UsageError("--predictions-out and --misclassified-out name the same file")
+    for path in outputs:
+        check_can_write(path, force)
+    preprocessing = resolve_preprocessing(preprocess, exact_decode=exact_decode)
+    truth = find_ground_truth(folder, labels_file, real_labels_file)
+    if not quiet:
+        warn_about_unmatched(truth)
+    model = load_model(weights, device=device, threads=threads, offline=offline, verbose=verbose,
+                       progress=not quiet)
+    run_count = len(truth.images) if limit is None else min(limit, len(truth.images))
+    real = real_labels_file is not None
+
+    with contextlib.ExitStack() as stack:
+        writers = []
+        if predictions_out:
+            stream = stack.enter_context(open_for_writing(predictions_out, force))
+            writers.append((open_predictions_writer(predictions_out, stream, reported_ks(top_k), real), None))
+        if misclassified_out:
+            stream = stack.enter_context(open_for_writing(misclassified_out, force))
+            writers.append((open_misclassified_writer(misclassified_out, stream, real), misclassified_record))
+        progress = stack.enter_context(
+            EvalProgress(run_count, sys.stderr, enabled=sys.stderr.isatty() and not quiet))
+
+        def on_record(record):
+            if "error" in record:
+                progress.line(f"resclassify: error: {record['path']}: {record['error']}")
+            for writer, convert in writers:
+                row = convert(record) if convert else record
+                if row is not None:
+                    writer.write(row)
+            progress.advance()
+
+        report = run_evaluation(truth, model, top_k=top_k, limit=limit, batch_size=batch_size,
+                                preprocessing=preprocessing, workers=threads, max_pixels=max_pixels,
+                                on_record=on_record)
+
+    if as_json:
+        write_json_report(report, sys.stdout)
+    else:
+        print_eval_summary(report, sys.stdout)
+    status = 0
+    failed = report["images"]["failed"]
+    if failed:
+        if not quiet:
+            report_warning(f"{failed} of {run_count} images could not be read; they are left out of the figures")
+        status = 1
+    top1 = report["accuracy"]["top1"]["accuracy_percent"]
+    if fail_under is not None and (top1 is None or top1 < fail_under):
+        shown = "n/a (no image evaluated)" if top1 is None else f"{top1:.2f}%"
+        report_error(f"top-1 accuracy {shown} is below --fail-under {fail_under:g}%")
+        status = 1
+    sys.exit(status)
+
+
+def warn_about_unmatched(truth):
+    """Images without a label and labels without an image, on stderr: counted, first few named."""
+    from .datasets import FIRST_FEW
+
+    by_reason = {}
+    for skipped in truth.skipped:
+        by_reason.setdefault(skipped.reason, []).append(skipped.path)
+    for reason, paths in by_reason.items():
+        report_warning(f"{len(paths)} image{'s' if len(paths) != 1 else ''} skipped, {reason}: "
+                       f"{first_few(paths, FIRST_FEW)}")
+    for source, names in truth.labels_without_image.items():
+        report_warning(f"{source}: {len(names)} label{'s' if len(names) != 1 else ''} with no image: "
+                       f"{first_few(names, FIRST_FEW)}")
+
+
+def first_few(names, count):
+    more = len(names) - count
+    return ", ".join(names[:count]) + (f", and {more} more" if more > 0 else "")
 
 
 def main():

@@ -1,9 +1,14 @@
-"""Finding inputs: files, folders searched for images, paths read from stdin; never the model."""
+"""Finding inputs and ground truth: files, folders, stdin paths, class folders, labels files; never the model."""
 
+import csv
+import difflib
+import json
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from .errors import DatasetError, InputError
 from .images import IMAGE_EXTENSIONS
 
 
@@ -47,3 +52,340 @@ def _expand_path(path):
     if not os.path.exists(path):
         return [InputError(path, "no such file or directory")]
     return [path]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ground truth for `eval`: which ImageNet class each image in a folder belongs to.
+
+# How many names a report lists before it says "and N more".
+FIRST_FEW = 5
+
+# Column names a CSV or TSV labels file may use, lower-cased; the first match wins.
+FILE_COLUMNS = ("filename", "file_name", "file", "path", "image", "image_name", "image_id", "imageid",
+                "img", "name", "fname")
+LABEL_COLUMNS = ("label", "class", "class_name", "wnid", "synset", "class_id", "class_index", "index",
+                 "target", "category")
+
+DEVKIT_IMAGE_NAME = "ILSVRC2012_val_{:08d}"
+_DEVKIT_IMAGE_PATTERN = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """An image and its true class; real_labels, when ReaL labels are used, are the classes that count as hits."""
+
+    path: str
+    true_index: int
+    real_labels: tuple = None
+
+    @property
+    def accepted(self):
+        return frozenset(self.real_labels) if self.real_labels is not None else frozenset((self.true_index,))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An image found in the folder that is not evaluated, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class GroundTruth:
+    """The images of an evaluation folder with their labels, and what could not be matched."""
+
+    folder: str
+    layout: str
+    images: list
+    found: int
+    skipped: list = field(default_factory=list)
+    # Labels file (or ReaL file) path -> names in it that match no image, in file order.
+    labels_without_image: dict = field(default_factory=dict)
+    labels_file: str = None
+    real_labels_file: str = None
+
+
+class ClassNameError(ValueError):
+    """A class name that is not exactly one ImageNet class; the message says why."""
+
+
+def resolve_class_name(name, classes):
+    """The class index a folder name or label-file value means, and how it was read.
+
+    Tried in this order: a WordNet id, a Keras label (exactly, then ignoring case and
+    spaces/hyphens for underscores), an integer index 0..999. Raises ClassNameError.
+    """
+    text = name.strip()
+    if text in classes.index_of_wnid:
+        return classes.index_of_wnid[text], "wnid"
+    indices = classes.indices_of_label.get(text)
+    if indices is None:
+        indices = _labels_ignoring_case(classes).get(_fold_label(text))
+    if indices is not None:
+        if len(indices) > 1:
+            choices = " and ".join(f"{classes.wnid(i)} (index {i}, {classes.labels[i]})" for i in indices)
+            raise ClassNameError(f'"{text}" names {len(indices)} ImageNet classes, {choices}; '
+                                 f"use the WordNet id instead")
+        return indices[0], "label"
+    if re.fullmatch(r"\d+", text, flags=re.ASCII) and int(text) < len(classes):
+        return int(text), "index"
+    nearest = difflib.get_close_matches(text, classes.labels, n=3, cutoff=0.6)
+    if not nearest:
+        nearest = difflib.get_close_matches(_fold_label(text), sorted(_labels_ignoring_case(classes)), n=3, cutoff=0.6)
+    hint = f"nearest labels: {', '.join(dict.fromkeys(nearest))}" if nearest else "no label is close"
+    raise ClassNameError(f'"{text}" is not an ImageNet class (a WordNet id, a Keras label or an index '
+                         f"0..{len(classes) - 1}); {hint}")
+
+
+def _fold_label(text):
+    return re.sub(r"[\s-]+", "_", text.strip()).lower()
+
+
+def _labels_ignoring_case(classes):
+    folded = {}
+    for label, indices in classes.indices_of_label.items():
+        folded.setdefault(_fold_label(label), []).extend(indices)
+    return folded
+
+
+def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=None):
+    """Work out the true class of every image under folder; raise DatasetError when it cannot be.
+
+    Without labels_file the folder must hold class folders (WordNet ids, Keras labels or
+    indices); with it, the labels file is read by its content (CSV/TSV with a header, Kaggle's
+    LOC_val_solution.csv, or the ILSVRC2012 devkit's validation ground truth).
+    """
+    from .labels import imagenet_classes
+
+    classes = classes or imagenet_classes()
+    folder = str(folder)
+    if not os.path.isdir(folder):
+        raise DatasetError(f"{folder}: not a folder")
+    paths = find_images(folder)
+    if labels_file is not None:
+        truth = _from_labels_file(folder, paths, str(labels_file), classes)
+    else:
+        truth = _from_class_folders(folder, paths, classes)
+    if real_labels_file is not None:
+        _apply_real_labels(truth, str(real_labels_file), classes)
+    if not truth.images:
+        why = f"{truth.found} image files found" if truth.found else "no image files found"
+        if truth.skipped:
+            why += f", none labelled (first: {truth.skipped[0].path}: {truth.skipped[0].reason})"
+        raise DatasetError(f"{folder}: nothing to evaluate: {why}")
+    return truth
+
+
+def _from_class_folders(folder, paths, classes):
+    class_folders = sorted(entry.name for entry in os.scandir(folder)
+                           if not entry.name.startswith(".") and entry.is_dir())
+    if not class_folders:
+        raise DatasetError(f"{folder}: no class folders in it, and no --labels FILE; put each class's images in "
+                           f"a folder named by WordNet id, Keras label or index, or pass --labels")
+    index_of_folder, kinds = {}, set()
+    for name in class_folders:
+        try:
+            index_of_folder[name], kind = resolve_class_name(name, classes)
+        except ClassNameError as exc:
+            raise DatasetError(f"{os.path.join(folder, name)}: {exc}") from None
+        kinds.add(kind)
+    images, skipped = [], []
+    for path in paths:
+        parts = Path(os.path.relpath(path, folder)).parts
+        if len(parts) == 1:
+            skipped.append(Skipped(path, "not in a class folder"))
+        else:
+            images.append(LabelledImage(path, index_of_folder[parts[0]]))
+    readable = {"wnid": "WordNet ids", "label": "Keras labels", "index": "class indices"}
+    names = [readable[k] for k in ("wnid", "label", "index") if k in kinds]
+    layout = "class folders named by " + (" and ".join(names) if len(names) < 3 else f"{names[0]}, {names[1]} and {names[2]}")
+    return GroundTruth(folder, layout, images, found=len(paths), skipped=skipped)
+
+
+def _from_labels_file(folder, paths, labels_file, classes):
+    try:
+        with open(labels_file, encoding="utf-8-sig", newline="") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise DatasetError(f"{labels_file}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{labels_file}: not a text file (UTF-8)") from None
+    lines = text.splitlines()
+    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise DatasetError(f"{labels_file}: empty labels file")
+    header = numbered[0][1].replace(" ", "").lower()
+    if header.startswith("imageid,predictionstring"):
+        kind, entries = "Kaggle LOC_val_solution.csv", _kaggle_entries(labels_file, lines, classes)
+    elif all(re.fullmatch(r"\s*\d+\s*", line) for _, line in numbered):
+        kind, entries = "ILSVRC2012 devkit validation ground truth", _devkit_entries(labels_file, numbered, classes)
+    else:
+        delimiter = "\t" if "\t" in numbered[0][1] else ","
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        entries = _table_entries(labels_file, lines, delimiter, classes)
+
+    lookup = _ImageLookup(folder, paths)
+    label_of_path, line_of_path, without_image = {}, {}, []
+    for number, name, index in entries:
+        path = lookup.find(name)
+        if path is None:
+            without_image.append(name)
+            continue
+        if path in label_of_path and label_of_path[path] != index:
+            raise DatasetError(f"{labels_file}: line {number}: {name} is labelled again with a different class "
+                               f"({classes.labels[index]}; line {line_of_path[path]} says "
+                               f"{classes.labels[label_of_path[path]]})")
+        label_of_path.setdefault(path, index)
+        line_of_path.setdefault(path, number)
+    images = [LabelledImage(path, label_of_path[path]) for path in paths if path in label_of_path]
+    skipped = [Skipped(path, "no label in the labels file") for path in paths if path not in label_of_path]
+    return GroundTruth(folder, f"labels file ({kind})", images, found=len(paths), skipped=skipped,
+                       labels_without_image={labels_file: without_image} if without_image else {},
+                       labels_file=labels_file)
+
+
+def _class_or_error(labels_file, number, value, classes):
+    try:
+        return resolve_class_name(value, classes)[0]
+    except ClassNameError as exc:
+        raise DatasetError(f"{labels_file}: line {number}: {exc}") from None
+
+
+def _table_entries(labels_file, lines, delimiter, classes):
+    rows = [(number, row) for number, row in enumerate(csv.reader(lines, delimiter=delimiter), start=1)
+            if any(cell.strip() for cell in row)]
+    header = [cell.strip().lower() for cell in rows[0][1]]
+    file_column = next((header.index(name) for name in FILE_COLUMNS if name in header), None)
+    label_column = next((header.index(name) for name in LABEL_COLUMNS if name in header), None)
+    if (file_column is None or label_column is None) and len(header) == 2:
+        if is_image_file(header[0]) or _looks_like_a_class(header[1], classes):
+            raise DatasetError(f"{labels_file}: line {rows[0][0]}: the first line must be a header naming the "
+                               f"file and label columns (e.g. filename,label)")
+        file_column, label_column = 0, 1
+    if file_column is None or label_column is None:
+        raise DatasetError(f"{labels_file}: line {rows[0][0]}: cannot tell the file and label columns from the "
+                           f"header {delimiter.join(rows[0][1])!r}; name them filename and label")
+    entries = []
+    for number, row in rows[1:]:
+        if len(row) <= max(file_column, label_column):
+            raise DatasetError(f"{labels_file}: line {number}: expected {len(header)} columns, found {len(row)}")
+        name, value = row[file_column].strip(), row[label_column].strip()
+        entries.append((number, name, _class_or_error(labels_file, number, value, classes)))
+    return entries
+
+
+def _looks_like_a_class(text, classes):
+    try:
+        resolve_class_name(text, classes)
+    except ClassNameError:
+        return False
+    return True
+
+
+def _kaggle_entries(labels_file, lines, classes):
+    entries = []
+    for number, row in enumerate(csv.reader(lines), start=1):
+        if number == 1 or not any(cell.strip() for cell in row):
+            continue
+        tokens = row[1].split() if len(row) >= 2 else []
+        if not tokens:
+            raise DatasetError(f"{labels_file}: line {number}: no PredictionString")
+        entries.append((number, row[0].strip(), _class_or_error(labels_file, number, tokens[0], classes)))
+    return entries
+
+
+def _devkit_entries(labels_file, numbered, classes):
+    from .labels import ilsvrc2012_id_to_wnid
+
+    id_to_wnid = ilsvrc2012_id_to_wnid()
+    entries = []
+    # Line n is the class of ILSVRC2012_val_0000000n, counting blank lines out.
+    for image_number, (line_number, line) in enumerate(numbered, start=1):
+        ilsvrc_id = int(line)
+        if ilsvrc_id not in id_to_wnid:
+            raise DatasetError(f"{labels_file}: line {line_number}: {ilsvrc_id} is not an ILSVRC2012 class ID "
+                               f"(1..{len(id_to_wnid)})")
+        index = classes.index_of_wnid[id_to_wnid[ilsvrc_id]]
+        entries.append((line_number, DEVKIT_IMAGE_NAME.format(image_number), index))
+    return entries
+
+
+class _ImageLookup:
+    """Finds an image from the name a labels file gives it: a path relative to the folder or a
+    base name, with or without its extension; a name that fits several images fits none."""
+
+    def __init__(self, folder, paths):
+        self.keys = ({}, {}, {}, {})
+        for path in paths:
+            relative = Path(os.path.relpath(path, folder)).as_posix()
+            base = os.path.basename(relative)
+            for table, key in zip(self.keys, (relative, _stem(relative), base, _stem(base))):
+                table.setdefault(key, []).append(path)
+
+    def find(self, name):
+        name = name.strip().replace("\\", "/")
+        while name.startswith("./"):
+            name = name[2:]
+        candidates = [name] + ([_stem(name)] if is_image_file(name) else [])
+        for candidate in candidates:
+            for table in self.keys:
+                found = table.get(candidate, ())
+                if len(found) == 1:
+                    return found[0]
+        return None
+
+
+def _stem(name):
+    root, extension = os.path.splitext(name)
+    return root if extension else name
+
+
+def _apply_real_labels(truth, real_labels_file, classes):
+    """Replace each image's hits with its ReaL label set; an empty set takes the image out.
+
+    The ReaL file lists one label list per validation image, in sorted file-name order. An image
+    named ILSVRC2012_val_%08d takes the entry of its number, so a part of the validation set lines
+    up; otherwise the n-th image in file-name order takes the n-th entry.
+    """
+    try:
+        with open(real_labels_file, encoding="utf-8") as stream:
+            real = json.load(stream)
+    except OSError as exc:
+        raise DatasetError(f"{real_labels_file}: cannot read: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{real_labels_file}: not JSON: {exc}") from None
+    if not isinstance(real, list) or not all(
+            isinstance(entry, list) and all(type(i) is int and 0 <= i < len(classes) for i in entry) for entry in real):
+        raise DatasetError(f"{real_labels_file}: expected a JSON list of lists of class indices "
+                           f"0..{len(classes) - 1}, as ReaL's real.json")
+    numbers = [_DEVKIT_IMAGE_PATTERN.fullmatch(_stem(os.path.basename(image.path))) for image in truth.images]
+    if truth.images and all(numbers):
+        position = {image.path: int(match.group(1)) - 1 for image, match in zip(truth.images, numbers)}
+
+        def entry_name(n):
+            return DEVKIT_IMAGE_NAME.format(n + 1)
+    else:
+        in_name_order = sorted(truth.images, key=lambda image: (os.path.basename(image.path), image.path))
+        position = {image.path: n for n, image in enumerate(in_name_order)}
+
+        def entry_name(n):
+            return f"entry {n + 1}"
+    images, used = [], set()
+    for image in truth.images:
+        n = position[image.path]
+        if n >= len(real):
+            truth.skipped.append(Skipped(image.path, "no entry in the ReaL labels"))
+            continue
+        used.add(n)
+        if not real[n]:
+            truth.skipped.append(Skipped(image.path, "no ReaL label (excluded by ReaL)"))
+            continue
+        images.append(LabelledImage(image.path, image.true_index, tuple(real[n])))
+    truth.skipped.sort(key=lambda skipped: skipped.path)
+    truth.images = images
+    truth.real_labels_file = real_labels_file
+    truth.layout += ", hits counted against ReaL labels"
+    unused = [entry_name(n) for n in range(len(real)) if n not in used]
+    if unused:
+        truth.labels_without_image[real_labels_file] = unused

@@ -1,7 +1,10 @@
 """Output formats: one table of writers, each streaming records to a text stream as they come."""
 
 import csv
+import functools
 import json
+import os
+import time
 
 
 class TableWriter:
@@ -88,3 +91,221 @@ FORMATS = tuple(WRITERS)
 
 def open_writer(format_name, stream):
     return WRITERS[format_name](stream)
+
+
+# ---------------------------------------------------------------------------------------------
+# eval: per-image record files (--predictions-out, --misclassified-out), the summary, progress.
+
+RECORD_FILE_FORMATS = (".jsonl", ".csv")
+
+
+def record_file_format(path):
+    """The format of a record file, from its extension; ValueError if it has neither of ours."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in RECORD_FILE_FORMATS:
+        raise ValueError(f"{path}: the file name must end in {' or '.join(RECORD_FILE_FORMATS)}")
+    return suffix
+
+
+def _joined(values):
+    return " ".join(str(v) for v in values)
+
+
+class PredictionsCsvWriter:
+    """One row per image: its true class, its top-k (space-separated lists), hit@k as 1 or 0."""
+
+    def __init__(self, stream, ks, real_labels=False):
+        self.stream = stream
+        self.ks = ks
+        columns = ["path", "true_index", "true_wnid", "true_label"] + (["real_labels"] if real_labels else [])
+        columns += [f"hit@{k}" for k in ks] + ["predicted_indices", "predicted_labels", "predicted_probabilities",
+                                                 "error"]
+        self.writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        self.writer.writeheader()
+
+    def write(self, record):
+        true = record["true"]
+        row = {"path": record["path"], "true_index": true["index"], "true_wnid": true["wnid"],
+               "true_label": true["label"], "error": record.get("error", "")}
+        if "real_labels" in record:
+            row["real_labels"] = _joined(record["real_labels"])
+        predictions = record.get("predictions")
+        if predictions:
+            row.update({f"hit@{k}": int(record[f"hit@{k}"]) for k in self.ks})
+            row["predicted_indices"] = _joined(p["index"] for p in predictions)
+            row["predicted_labels"] = _joined(p["label"] for p in predictions)
+            row["predicted_probabilities"] = _joined(p["probability"] for p in predictions)
+        self.writer.writerow(row)
+        self.stream.flush()
+
+    def close(self):
+        pass
+
+
+class FlatCsvWriter:
+    """Rows of flat records (--misclassified-out), columns from the first record's keys; lists space-separated."""
+
+    def __init__(self, stream, columns):
+        self.stream = stream
+        self.writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        self.writer.writeheader()
+
+    def write(self, record):
+        self.writer.writerow({key: _joined(value) if isinstance(value, list) else value
+                              for key, value in record.items()})
+        self.stream.flush()
+
+    def close(self):
+        pass
+
+
+MISCLASSIFIED_COLUMNS = ("path", "true_index", "true_wnid", "true_label", "predicted_index", "predicted_wnid",
+                         "predicted_label", "probability")
+
+
+def open_predictions_writer(path, stream, ks, real_labels=False):
+    if record_file_format(path) == ".csv":
+        return PredictionsCsvWriter(stream, ks, real_labels)
+    return JsonLinesWriter(stream)
+
+
+def open_misclassified_writer(path, stream, real_labels=False):
+    if record_file_format(path) == ".csv":
+        return FlatCsvWriter(stream, MISCLASSIFIED_COLUMNS + (("real_labels",) if real_labels else ()))
+    return JsonLinesWriter(stream)
+
+
+def write_json_report(report, stream):
+    """--json: the whole report as one JSON object."""
+    stream.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    stream.flush()
+
+
+def _format_percent(value):
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def _and_more(first_few):
+    names = ", ".join(first_few["first"])
+    more = first_few["count"] - len(first_few["first"])
+    return names + (f", and {more} more" if more > 0 else "")
+
+
+def _plural(count, word):
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
+def print_eval_summary(report, stream):
+    """The human summary of an evaluation report, with rich tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream, highlight=False, soft_wrap=False, width=None if stream.isatty() else 100)
+    # Plain lines never wrap: a path broken across two lines could not be copied or grepped.
+    out = functools.partial(console.print, markup=False, soft_wrap=True)
+    images = report["images"]
+    model = report["model"]
+
+    console.print(f"[bold]Evaluation of {report['folder']}[/bold]", highlight=False)
+    out(f"Ground truth:  {report['ground_truth']['layout']}")
+    if report["ground_truth"]["labels_file"]:
+        out(f"Labels file:   {report['ground_truth']['labels_file']}")
+    if report["ground_truth"]["real_labels_file"]:
+        out(f"ReaL labels:   {report['ground_truth']['real_labels_file']}")
+    out(f"Model:         {model['arch']}, weights {model['weights']}, on {model['device']}")
+    out(f"Preprocessing: {report['preprocessing']['description']}")
+    out("")
+    counts = [f"{images['evaluated']:,} evaluated", f"{images['failed']:,} failed", f"{images['skipped']:,} skipped"]
+    if images["limit"] is not None:
+        counts.append(f"{images['not_run']:,} not run (--limit {images['limit']})")
+    out(f"Images:        {', '.join(counts)} (of {_plural(images['found'], 'image file')} found)")
+    if images["failed"]:
+        out("               failed images are left out of every figure below, numerator and denominator")
+    for reason, first_few in report["skipped"].items():
+        out(f"  skipped, {reason}: {first_few['count']:,} ({_and_more(first_few)})")
+    for source, first_few in report["labels_without_image"].items():
+        out(f"  labels with no image, in {source}: {first_few['count']:,} ({_and_more(first_few)})")
+    out("")
+
+    console.print("Accuracy", style="bold", markup=False, highlight=False)
+    accuracy = Table()
+    for column in ("", "accuracy", "95% CI", "error", "correct"):
+        accuracy.add_column(column, justify="left" if not column else "right")
+    for name, figure in report["accuracy"].items():
+        interval = figure["ci95_percent"]
+        accuracy.add_row(f"top-{name[3:]}", _format_percent(figure["accuracy_percent"]),
+                         "n/a" if interval is None else f"{interval[0]:.2f}–{interval[1]:.2f}%",
+                         _format_percent(figure["error_percent"]), f"{figure['correct']:,}/{images['evaluated']:,}")
+    console.print(accuracy)
+    out(f"Confidence intervals: {report['confidence_interval']}.")
+    throughput = report["throughput"]
+    rate = throughput["images_per_second"]
+    out(f"Throughput: {'n/a' if rate is None else f'{rate:,.1f}'} images/s "
+        f"({images['evaluated'] + images['failed']:,} images in {throughput['seconds']:.2f} s)")
+
+    if report["worst_classes"]:
+        out("")
+        console.print("Worst classes by top-1 accuracy", style="bold", markup=False, highlight=False)
+        worst = Table()
+        top_ks = [name[3:] for name in report["accuracy"]]
+        for column in ["class", "WordNet id", "images"] + [f"top-{k}" for k in top_ks]:
+            worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
+        for row in report["worst_classes"]:
+            worst.add_row(f"{row['index']} {row['label']}", row["wnid"], str(row["images"]),
+                          *(f"{row[f'top{k}_correct']}/{row['images']}" for k in top_ks))
+        console.print(worst)
+    if report["confusions"]:
+        out("")
+        console.print("Most frequent confusions (top-1)", style="bold", markup=False, highlight=False)
+        confusions = Table()
+        for column in ("true class", "predicted as", "images"):
+            confusions.add_column(column, justify="right" if column == "images" else "left")
+        for row in report["confusions"]:
+            confusions.add_row(f"{row['true']['index']} {row['true']['label']}",
+                               f"{row['predicted']['index']} {row['predicted']['label']}", str(row["count"]))
+        console.print(confusions)
+
+
+class EvalProgress:
+    """A rich progress bar on stream (images done, images/s, time left), or nothing when disabled.
+
+    Lines printed through line() go above the bar while it shows, so errors do not tear it.
+    """
+
+    def __init__(self, total, stream, enabled):
+        self.stream = stream
+        self.progress = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                       TimeRemainingColumn)
+
+            self.progress = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("images"), TaskProgressColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                     console=Console(file=stream, highlight=False), transient=True)
+            self.started = time.perf_counter()
+            self.task = self.progress.add_task("evaluating", total=total, rate="")
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance(self):
+        if self.progress is not None:
+            done = self.progress.tasks[0].completed + 1
+            elapsed = time.perf_counter() - self.started
+            rate = f"{done / elapsed:.1f} img/s" if elapsed > 0 else ""
+            self.progress.update(self.task, advance=1, rate=rate)
+
+    def line(self, text):
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.stream.write(text + "\n")
+            self.stream.flush()

@@ -67,3 +67,20 @@ def save_image(path, size=(500, 375), mode="RGB", seed=0, **save_options):
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, **save_options)
     return path
+
+
+@pytest.fixture(scope="session")
+def predicted_images(tmp_path_factory, model):
+    """Eight distinct images and their top-10 class indices, found with classify (predict's path).
+
+    Evaluation tests lay these files out as datasets and count the hits they expect from these
+    rankings by hand, independently of eval's own counting.
+    """
+    import resclassify
+
+    folder = tmp_path_factory.mktemp("predicted")
+    paths = [save_image(folder / f"photo{seed}.jpg", seed=seed, quality=90) for seed in range(8)]
+    records = list(resclassify.classify([str(p) for p in paths], model, top_k=10))
+    ranked = [[p["index"] for p in record["predictions"]] for record in records]
+    assert len({r[0] for r in ranked}) > 1, "the test weights should not give every image the same top-1"
+    return [(path, ranks) for path, ranks in zip(paths, ranked)]
