@@ -195,8 +195,8 @@ def open_for_writing(path, force):
 @model_options
 @reports_errors
 def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, predictions_out, misclassified_out,
-                 force, fail_under, weights, offline, preprocess, exact_decode, batch_size, device, threads,
-                 max_pixels, verbose, quiet):
+                 force, fail_under, weights, offline, preprocess, exact_decode, batch_size, device, precision,
+                 threads, max_pixels, verbose, quiet):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
@@ -224,8 +224,8 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
     truth = find_ground_truth(folder, labels_file, real_labels_file)
     if not quiet:
         warn_about_unmatched(truth)
-    model = load_model(weights, device=device, threads=threads, offline=offline, verbose=verbose,
-                       progress=not quiet)
+    model = load_model(weights, device=device, precision=precision, threads=threads, offline=offline,
+                       verbose=verbose, progress=not quiet)
     run_count = len(truth.images) if limit is None else min(limit, len(truth.images))
     real = real_labels_file is not None
 
