@@ -112,11 +112,8 @@ def resolve_weights(spec, arch="resnet50", *, offline=False, progress=False, not
 
 def official_file(known, *, offline=False, progress=False, notice=None):
     """Keras's ImageNet file for one architecture, from the cache or downloaded (from the mirror if set)."""
-    url = known.url(mirror_base())
-    return _cached_or_download(
-        url, known.cache_path, "md5", known.md5, offline=offline, progress=progress, notice=notice,
-        fallback=f"put {known.file_name} (md5 {known.md5}) in {known.cache_path.parent}, or pass --weights PATH",
-    )
+    return _cached_or_download(known.url(mirror_base()), known.cache_path, "md5", known.md5,
+                               offline=offline, progress=progress, notice=notice)
 
 
 def _url_file(spec, *, offline, progress, notice):
@@ -133,15 +130,11 @@ def _url_file(spec, *, offline, progress, notice):
     elif known_by_file_name(name):
         # A mirror's copy of an official file: hold it to the official md5.
         algorithm, expected = "md5", known_by_file_name(name).md5
-    target = cache_dir() / name
-    hash_note = f" ({algorithm} {expected})" if expected else ""
-    return _cached_or_download(
-        url, target, algorithm, expected, offline=offline, progress=progress, notice=notice,
-        fallback=f"put {name}{hash_note} in {target.parent}, or pass --weights PATH",
-    )
+    return _cached_or_download(url, cache_dir() / name, algorithm, expected,
+                               offline=offline, progress=progress, notice=notice)
 
 
-def _cached_or_download(url, target, algorithm, expected, *, offline, progress, notice, fallback):
+def _cached_or_download(url, target, algorithm, expected, *, offline, progress, notice):
     """The cached target if its hash is right; else one download, checked. Errors name the way out."""
     damaged = None
     if target.is_file():
@@ -151,11 +144,12 @@ def _cached_or_download(url, target, algorithm, expected, *, offline, progress, 
         if actual == expected:
             return target
         damaged = f"{target} has {algorithm} {actual}, expected {expected}"
+    hash_note = f" ({algorithm} {expected})" if expected else ""
     if offline:
         state = f"is damaged ({damaged})" if damaged else "is not in the cache"
         raise WeightsError(
-            f"{target.name} {state} and downloads are off (--offline): fetch {url} on a connected "
-            f"machine and {fallback}"
+            f"{target.name} {state} and downloads are off (--offline): on a connected machine, fetch "
+            f"{url}{hash_note} and put it in {target.parent}; or pass --weights PATH"
         )
     if damaged and notice:
         notice(f"{damaged}; downloading it again")
@@ -164,7 +158,9 @@ def _cached_or_download(url, target, algorithm, expected, *, offline, progress, 
     except CacheNotWritable:
         raise
     except WeightsError as exc:
-        raise WeightsError(f"{exc}; without the network, {fallback}") from None
+        raise WeightsError(
+            f"{exc}; without the network, put {target.name}{hash_note} in {target.parent}, or pass --weights PATH"
+        ) from None
     return target
 
 
