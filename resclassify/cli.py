@@ -133,7 +133,7 @@ def chosen_format(format_name, json_lines):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="resclassify")
 def cli():
-    """Classify images with Keras's ImageNet ResNet50 and measure its top-1/top-5 error."""
+    """Classify images with Keras's ImageNet ResNets, or your own Keras model, and measure top-1/top-5 error."""
 
 
 @cli.command()
