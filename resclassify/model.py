@@ -137,7 +137,7 @@ def load_classifier(weights_path, arch="resnet50", device="auto", *, threads=Non
     key = (str(weights_path), arch, device, str(classes_path))
     if key in _classifiers:
         return _classifiers[key]
-    classes = _classes(classes_path, 1000)
+    classes = _classes(_read_classes(classes_path), classes_path, 1000)
     tf = tensorflow(verbose)
     used_device = configure_device(tf, device, threads)
     with native_stderr_silenced(not verbose):
@@ -171,6 +171,7 @@ def load_custom_classifier(model_path, device="auto", *, threads=None, verbose=F
         raise ModelError(f"model {model_path}: {'is not a file' if path.exists() else 'no such file'}")
     if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise ModelError(f"model {model_path}: expected a .keras file or a full-model .h5 file")
+    named = _read_classes(classes_path)  # before TensorFlow: a wrong path should fail fast
     tf = tensorflow(verbose)
     used_device = configure_device(tf, device, threads)
     with native_stderr_silenced(not verbose):
@@ -182,7 +183,7 @@ def load_custom_classifier(model_path, device="auto", *, threads=None, verbose=F
             hint = " (a weights-only .h5 goes with --weights and --arch)" if path.suffix.lower() != ".keras" else ""
             raise ModelError(f"cannot load the model {model_path}: {_first_line(exc)}{hint}") from None
     input_size, outputs = _model_shape(model, model_path)
-    classes = _classes(classes_path, outputs)
+    classes = _classes(named, classes_path, outputs)
     if _ends_in_probabilities(model):
         run_graph = tf.function(lambda batch: model(batch, training=False))
     else:
@@ -237,10 +238,13 @@ def _ends_in_probabilities(model):
     return getattr(activation, "__name__", "") in ("softmax", "sigmoid")
 
 
-def _classes(classes_path, outputs):
+def _read_classes(classes_path):
+    return read_class_file(classes_path) if classes_path is not None else None
+
+
+def _classes(classes, classes_path, outputs):
     """The class names for a network with `outputs` outputs: the user's file, ImageNet's, or the indices."""
-    if classes_path is not None:
-        classes = read_class_file(classes_path)
+    if classes is not None:
         if len(classes) != outputs:
             raise ModelError(f"classes file {classes_path} has {len(classes)} labels but the model has "
                              f"{outputs} outputs")

@@ -205,3 +205,11 @@ def test_own_model_from_python(own_models, colour_photos):
     records = list(resclassify.classify([str(colour_photos["green"])], model, top_k=1,
                                         preprocessing=model.preprocessing(mode="tf")))
     assert records[0]["predictions"][0]["label"] == "green"
+
+
+def test_classes_file_for_an_imagenet_arch_must_name_1000_outputs(cli_run, weights_file, photo, tmp_path):
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    result = cli_run("predict", "--weights", weights_file, "--classes", tmp_path / "two.txt", photo)
+    assert result.exit_code == 1
+    assert result.stderr == (f"resclassify: error: classes file {tmp_path / 'two.txt'} has 2 labels but the model "
+                             "has 1000 outputs\n")
