@@ -9,7 +9,6 @@ values); the inputs are made from sample_images/.
 import argparse
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -70,12 +69,15 @@ def raw_network(model, batch_size, batches):
     return batch_size * batches / (time.perf_counter() - start)
 
 
-def end_to_end(model, paths, batch_size, preprocessing, workers=None):
+def end_to_end(model, folder, batch_size, preprocessing):
+    """images/s of resclassify.evaluate over a class-folder tree (the model already loaded), and its records."""
+    records = []
     start = time.perf_counter()
-    records = list(resclassify.classify(paths, model, batch_size=batch_size, preprocessing=preprocessing,
-                                        workers=workers))
+    report = resclassify.evaluate(str(folder), model, batch_size=batch_size, preprocessing=preprocessing,
+                                  on_record=records.append)
     elapsed = time.perf_counter() - start
-    assert all("predictions" in r for r in records)
+    if report["images"]["failed"]:
+        raise RuntimeError(f"{report['images']['failed']} images failed in {folder}")
     return len(records) / elapsed, records
 
 
@@ -94,16 +96,24 @@ def seed_recipe(weights, paths):
     return len(paths) / (time.perf_counter() - start)
 
 
-def peak_memory_mb(weights, paths, batch_size, workdir):
-    """Peak resident memory of `resclassify predict --json -` over these paths, in a child process."""
-    listing = workdir / f"paths_{len(paths)}.txt"
-    listing.write_text("".join(f"{p}\n" for p in paths))
-    with open(listing) as stdin, open(os.devnull, "w") as devnull:
-        child = subprocess.Popen([sys.executable, "-m", "resclassify", "predict", "--json", "--weights", str(weights),
-                                  "--batch-size", str(batch_size), "-"], stdin=stdin, stdout=devnull)
+def linked_copies(paths, count, folder):
+    """A class-folder tree of count images: hard links to paths, repeated as often as needed."""
+    for i in range(count):
+        source = Path(paths[i % len(paths)])
+        target = folder / source.parent.name / f"copy_{i:06d}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+    return folder
+
+
+def peak_memory_mb(weights, folder, batch_size):
+    """Peak resident memory of `resclassify eval --json FOLDER`, measured in a child process."""
+    with open(os.devnull, "w") as devnull:
+        child = subprocess.Popen([sys.executable, "-m", "resclassify", "eval", "--json", "--weights", str(weights),
+                                  "--batch-size", str(batch_size), str(folder)], stdout=devnull)
         _, status, usage = os.wait4(child.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"resclassify predict failed on {len(paths)} paths")
+        raise RuntimeError(f"resclassify eval failed on {folder}")
     return usage.ru_maxrss / 1024
 
 
@@ -215,12 +225,13 @@ def run(args, workdir):
     batches = max(4, args.images // args.batch_size)
     raw = raw_network(model, args.batch_size, batches)
     report("1. raw network, float32", f"{raw:.1f}", "images/s")
-    e2e_small, small_records = end_to_end(model, small, args.batch_size, center)
-    report("2a. end to end, ImageNet-size JPEGs", f"{e2e_small:.1f}", "images/s")
-    e2e_photos, photo_records = end_to_end(model, photos, args.batch_size, center)
-    report("2b. end to end, 12 MP JPEGs (reduced-scale decode)", f"{e2e_photos:.1f}", "images/s")
-    exact_photos, exact_records = end_to_end(model, photos, args.batch_size, resolve_preprocessing(exact_decode=True))
-    report("2c. end to end, 12 MP JPEGs (--exact-decode)", f"{exact_photos:.1f}", "images/s")
+    e2e_small, small_records = end_to_end(model, workdir / "imagenet_size", args.batch_size, center)
+    report("2a. end to end (eval), ImageNet-size JPEGs", f"{e2e_small:.1f}", "images/s")
+    e2e_photos, photo_records = end_to_end(model, workdir / "photos", args.batch_size, center)
+    report("2b. end to end (eval), 12 MP JPEGs (reduced-scale decode)", f"{e2e_photos:.1f}", "images/s")
+    exact_photos, exact_records = end_to_end(model, workdir / "photos", args.batch_size,
+                                             resolve_preprocessing(exact_decode=True))
+    report("2c. end to end (eval), 12 MP JPEGs (--exact-decode)", f"{exact_photos:.1f}", "images/s")
     seed = seed_recipe(weights, small[: args.seed_images])
     report("3. seed's per-image recipe", f"{seed:.1f}", "images/s")
     report("ratio 2a / 1", f"{e2e_small / raw:.2f}", "(target >= 0.90)")
@@ -237,7 +248,7 @@ def run(args, workdir):
             continue
         low = resclassify.load_model(str(weights), device=args.device, precision=precision)
         low_raw = raw_network(low, args.batch_size, batches)
-        _, low_records = end_to_end(low, small, args.batch_size, center)
+        _, low_records = end_to_end(low, workdir / "imagenet_size", args.batch_size, center)
         same1, same5 = agreement(small_records, low_records)
         report(f"raw network, {precision}", f"{low_raw:.1f}", f"images/s ({low_raw / raw:.2f}x float32)")
         report(f"{precision}: top-1 / top-5 agreement with float32", f"{same1:.3f} / {same5:.3f}")
@@ -249,10 +260,10 @@ def run(args, workdir):
     report("time to first result, resclassify predict ONE.jpg", f"{ours_first:.2f}", "s")
     report("time to first result, seed's one-shot script", f"{seed_first:.2f}", "s")
 
-    counts = [int(c) for c in args.memory_runs.split(",") if c.strip()]
-    for count in counts:
-        paths = (small * (count // len(small) + 1))[:count]
-        report(f"peak resident memory, predict over {count} images", f"{peak_memory_mb(weights, paths, args.batch_size, workdir):.0f}", "MB")
+    for count in [int(c) for c in args.memory_runs.split(",") if c.strip()]:
+        folder = linked_copies(small, count, workdir / f"memory_{count}")
+        peak = peak_memory_mb(weights, folder, args.batch_size)
+        report(f"peak resident memory, eval over {count} images", f"{peak:.0f}", "MB")
 
     print("resclassify throughput benchmark")
     for key, value in machine.items():

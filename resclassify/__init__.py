@@ -1,40 +1,57 @@
 """resclassify: label images and measure top-1/top-5 error with Keras's ImageNet ResNet50."""
 
 from .config import Preprocessing, resolve_preprocessing
-from .errors import DatasetError, DeviceError, ImageError, InputError, ResclassifyError, WeightsError
+from .errors import (DatasetError, DeviceError, ImageError, InputError, ModelError, ResclassifyError,
+                     WeightsError)
 from .datasets import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "classify", "evaluate", "find_ground_truth", "load_model", "Preprocessing", "resolve_preprocessing", "ResclassifyError",
-    "InputError", "ImageError", "DatasetError", "WeightsError", "DeviceError", "__version__",
+    "classify", "evaluate", "find_ground_truth", "load_model", "Preprocessing", "resolve_preprocessing",
+    "ResclassifyError", "InputError", "ImageError", "DatasetError", "WeightsError", "ModelError", "DeviceError",
+    "__version__",
 ]
 
 
-def load_model(weights="imagenet", *, arch="resnet50", device="auto", precision="float32", threads=None,
-               offline=False, verbose=False, progress=False):
-    """The network with its weights: "imagenet" (Keras's cache, downloaded once), a URL, or a file."""
-    from .model import load_classifier
+def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None, device="auto", precision="float32",
+               threads=None, offline=False, verbose=False, progress=False, notice=None):
+    """The network, ready to classify.
+
+    Either one of Keras's ImageNet ResNets (arch) with its weights: "imagenet" (Keras's cache,
+    downloaded once), a URL (optionally #sha256=... or #md5=...), or a file; or, with model, a
+    user's own Keras model file (.keras or full-model .h5). classes is a classes file naming
+    the outputs (one label per line, or a TSV/CSV with a label column); without it, 1000
+    outputs are ImageNet's classes and other counts are named by index. precision float32,
+    bfloat16 or float16 (the built-in ResNets). notice, if given, receives one-line messages
+    worth showing (a damaged cached file being fetched again).
+    """
+    from .model import load_classifier, load_custom_classifier
     from .weights import resolve_weights
 
-    path = resolve_weights(weights, arch, offline=offline, progress=progress)
-    return load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose)
+    if model is not None:
+        return load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
+                                      classes_path=classes)
+    path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
+    return load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
+                           classes_path=classes)
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None,
              max_pixels=DEFAULT_MAX_PIXELS):
-    """Yield one record per input, in order: {"path", "predictions": [...]} or {"path", "error"}.
+    """Yield one record per input, in order: {"path", "model", "predictions": [...]} or {"path", "error"}.
+
+    preprocessing defaults to the model's own (its input size and normalization).
 
     paths may hold image files and InputError objects (see datasets.expand_inputs).
     """
     from .pipeline import prediction_record, score
 
-    preprocessing = preprocessing or resolve_preprocessing()
+    preprocessing = preprocessing or model.preprocessing()
     for scored in score(paths, model, preprocessing, batch_size=batch_size, workers=workers,
                         max_pixels=max_pixels):
-        yield prediction_record(scored, model.classes, top_k)
+        yield prediction_record(scored, model.classes, top_k, model_name=model.name)
 
 
 def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, batch_size=32,

@@ -8,7 +8,8 @@ import sys
 import click
 
 from . import __version__
-from .config import DEVICE_CHOICES, PRECISION_CHOICES, PREPROCESS_CHOICES, resolve_preprocessing
+from .config import (ARCH_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES, NORMALIZE_MODES, PRECISION_CHOICES,
+                     PREPROCESS_CHOICES)
 from .errors import ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
 from .output import FORMATS, record_file_format
@@ -51,17 +52,31 @@ def reports_errors(command):
 
 
 def model_options(command):
-    """Options every command that runs the network shares."""
+    """Options every command that runs the network shares; open_model turns them into a network."""
     options = [
-        click.option("--weights", default="imagenet", show_default=True, metavar="imagenet|URL|PATH",
-                     help="ImageNet weights from Keras's cache (downloaded once), a URL "
+        click.option("--arch", type=click.Choice(ARCH_CHOICES), default=None,
+                     help=f"Which of Keras's ImageNet ResNets to run [default: {DEFAULT_ARCH}]. "
+                          "v1 models use caffe normalization, v2 models scale RGB to [-1, 1]."),
+        click.option("--weights", default=None, metavar="imagenet|URL|PATH",
+                     help="ImageNet weights from Keras's cache (downloaded once) [default: imagenet], a URL "
                           "(optionally #sha256=... or #md5=...), or a weights file in Keras's HDF5 layout."),
+        click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+                     help="Your own Keras model instead (.keras, or a full-model .h5); its input size "
+                          "is read from it."),
+        click.option("--classes", "classes_path", type=click.Path(dir_okay=False), default=None,
+                     help="Class names for the model's outputs: one label per line, or a TSV/CSV with "
+                          "a label column (and optional index, wnid columns)."),
         click.option("--offline", is_flag=True, envvar="RESCLASSIFY_OFFLINE",
                      help="Never touch the network; missing weights are an error. Also RESCLASSIFY_OFFLINE=1."),
         click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="center-crop",
                      show_default=True,
                      help="center-crop: short side 256, centre 224x224, bicubic (standard evaluation). "
-                          "squash: straight to 224x224, nearest neighbour, as keras.utils.load_img does."),
+                          "squash: straight to 224x224, nearest neighbour, as keras.utils.load_img does. "
+                          "(224 is the model's input size.)"),
+        click.option("--preprocess-mode", type=click.Choice(NORMALIZE_MODES), default=None,
+                     help="Pixel normalization [default: the model's own: caffe for resnet50/101/152, tf for "
+                          "the v2 models; for --model, none if it starts with a Rescaling or Normalization "
+                          "layer, else caffe]."),
         click.option("--exact-decode", is_flag=True,
                      help="Decode large JPEGs at full size instead of at a reduced DCT scale."),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
@@ -82,6 +97,33 @@ def model_options(command):
     return command
 
 
+def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, preprocess_mode, exact_decode,
+               device, precision, threads, verbose, quiet, **_unused):
+    """The network and the preprocessing it needs, from model_options' values (pass them all: **options)."""
+    from . import load_model
+
+    if model_path is not None and (arch is not None or weights is not None):
+        raise click.UsageError("--model is a whole model: it does not go with --arch or --weights")
+    classifier = load_model(weights or "imagenet", arch=arch or DEFAULT_ARCH, model=model_path,
+                            classes=classes_path, device=device, precision=precision, threads=threads,
+                            offline=offline,
+                            verbose=verbose, progress=not quiet, notice=None if quiet else report_warning)
+    if model_path is not None and classes_path is None and len(classifier.classes) != 1000 and not quiet:
+        report_warning(f"no --classes file: {classifier.name}'s {len(classifier.classes)} classes are "
+                       "named by their output index")
+    preprocessing = classifier.preprocessing(preprocess, mode=preprocess_mode, exact_decode=exact_decode)
+    return classifier, preprocessing
+
+
+def describe_run(classifier, preprocessing):
+    """One line saying which network and preprocessing produced a run's results."""
+    if classifier.arch == "custom":
+        network = f"{classifier.name} ({len(classifier.classes)} classes)"
+    else:
+        network = f"{classifier.arch}, weights {os.path.basename(classifier.weights)}"
+    return f"{network} · {preprocessing.describe()}"
+
+
 def format_options(command):
     """The output options every command shares: one list of formats, --json as a short form."""
     command = click.option("--json", "json_lines", is_flag=True, help="Short for --format jsonl.")(command)
@@ -96,7 +138,7 @@ def chosen_format(format_name, json_lines):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="resclassify")
 def cli():
-    """Classify images with Keras's ImageNet ResNet50 and measure its top-1/top-5 error."""
+    """Classify images with Keras's ImageNet ResNets, or your own Keras model, and measure top-1/top-5 error."""
 
 
 @cli.command()
@@ -106,8 +148,7 @@ def cli():
 @format_options
 @model_options
 @reports_errors
-def predict(inputs, top_k, format_name, json_lines, weights, offline, preprocess, exact_decode, batch_size,
-            device, precision, threads, max_pixels, verbose, quiet):
+def predict(inputs, top_k, format_name, json_lines, **options):
     """Print the top classes for each image.
 
     INPUT is an image file, a folder (searched recursively for images), or - to read paths
@@ -117,26 +158,28 @@ def predict(inputs, top_k, format_name, json_lines, weights, offline, preprocess
     Examples:
       resclassify predict sample_images/cat.jpg
       find photos -name '*.jpg' | resclassify predict --json - | jq .predictions[0].label
+      resclassify predict --arch resnet152v2 photos/
+      resclassify predict --model flowers.keras --classes flowers.txt photos/
     """
-    from . import classify, load_model
+    from . import classify
     from .datasets import expand_inputs
     from .output import open_writer
 
-    preprocessing = resolve_preprocessing(preprocess, exact_decode=exact_decode)
     items = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
-    model = load_model(weights, device=device, precision=precision, threads=threads, offline=offline,
-                       verbose=verbose, progress=not quiet)
-    writer = open_writer(chosen_format(format_name, json_lines), sys.stdout)
+    model, preprocessing = open_model(**options)
+    writer = open_writer(chosen_format(format_name, json_lines), sys.stdout,
+                         about=describe_run(model, preprocessing))
     failed = 0
-    for record in classify(items, model, top_k=top_k, batch_size=batch_size, preprocessing=preprocessing,
-                           workers=threads, max_pixels=max_pixels):
+    for record in classify(items, model, top_k=top_k, batch_size=options["batch_size"],
+                           preprocessing=preprocessing, workers=options["threads"],
+                           max_pixels=options["max_pixels"]):
         if "error" in record:
             failed += 1
             report_error(f"{record['path']}: {record['error']}")
         writer.write(record)
     writer.close()
     if failed:
-        if not quiet:
+        if not options["quiet"]:
             report_warning(f"{failed} of {len(items)} inputs could not be classified")
         sys.exit(1)
 
@@ -195,8 +238,7 @@ def open_for_writing(path, force):
 @model_options
 @reports_errors
 def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, predictions_out, misclassified_out,
-                 force, fail_under, weights, offline, preprocess, exact_decode, batch_size, device, precision,
-                 threads, max_pixels, verbose, quiet):
+                 force, fail_under, **options):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
@@ -209,9 +251,9 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
       resclassify eval val_flat --labels ILSVRC2012_validation_ground_truth.txt
       resclassify eval imagenetv2-matched-frequency --json --predictions-out run.jsonl
     """
-    from . import load_model
     from .datasets import find_ground_truth
     from .evaluation import misclassified_record, reported_ks, run_evaluation
+    from .labels import read_class_file
     from .output import EvalProgress, open_misclassified_writer, open_predictions_writer, print_eval_summary, \
         write_json_report
 
@@ -220,12 +262,20 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
         raise click.UsageError("--predictions-out and --misclassified-out name the same file")
     for path in outputs:
         check_can_write(path, force)
-    preprocessing = resolve_preprocessing(preprocess, exact_decode=exact_decode)
-    truth = find_ground_truth(folder, labels_file, real_labels_file)
+    quiet = options["quiet"]
+    # Ground truth before the model where the class names are known without it, so that a
+    # wrong folder fails in a second, not after TensorFlow has started.
+    if options["classes_path"] is not None:
+        truth = find_ground_truth(folder, labels_file, real_labels_file, read_class_file(options["classes_path"]))
+    elif options["model_path"] is None:
+        truth = find_ground_truth(folder, labels_file, real_labels_file)
+    else:
+        truth = None
+    model, preprocessing = open_model(**options)
+    if truth is None:
+        truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes)
     if not quiet:
         warn_about_unmatched(truth)
-    model = load_model(weights, device=device, precision=precision, threads=threads, offline=offline,
-                       verbose=verbose, progress=not quiet)
     run_count = len(truth.images) if limit is None else min(limit, len(truth.images))
     real = real_labels_file is not None
 
@@ -249,9 +299,9 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
                     writer.write(row)
             progress.advance()
 
-        report = run_evaluation(truth, model, top_k=top_k, limit=limit, batch_size=batch_size,
-                                preprocessing=preprocessing, workers=threads, max_pixels=max_pixels,
-                                on_record=on_record)
+        report = run_evaluation(truth, model, top_k=top_k, limit=limit, batch_size=options["batch_size"],
+                                preprocessing=preprocessing, workers=options["threads"],
+                                max_pixels=options["max_pixels"], on_record=on_record)
 
     if as_json:
         write_json_report(report, sys.stdout)
@@ -289,6 +339,117 @@ def warn_about_unmatched(truth):
 def first_few(names, count):
     more = len(names) - count
     return ", ".join(names[:count]) + (f", and {more} more" if more > 0 else "")
+
+
+@cli.group("weights")
+def weights_group():
+    """List, fetch, locate and check Keras's ImageNet weight files.
+
+    They live in Keras's own cache, $KERAS_HOME/models (default ~/.keras/models);
+    RESCLASSIFY_WEIGHTS_MIRROR=<base URL> fetches the same file names from a mirror.
+    """
+
+
+def _weights_arguments(models):
+    """MODEL arguments (architectures, or all) as KnownWeights, in the order given."""
+    from .weights import KNOWN_WEIGHTS
+
+    chosen = ARCH_CHOICES if "all" in models else models
+    return [KNOWN_WEIGHTS[name] for name in dict.fromkeys(chosen)]
+
+
+MODEL_ARGUMENT = click.Choice(ARCH_CHOICES + ("all",))
+
+
+@weights_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per model, instead of a table.")
+def weights_list(as_json):
+    """Each known model's weights: file, size, md5, whether it is cached, and its path."""
+    import json
+
+    from .weights import KNOWN_WEIGHTS, cache_dir, cached_state
+
+    rows = []
+    for known in KNOWN_WEIGHTS.values():
+        state, size = cached_state(known)
+        rows.append({"model": known.arch, "file": known.file_name, "size": size, "md5": known.md5,
+                     "cached": state == "cached", "state": state, "path": str(known.cache_path),
+                     "url": known.url()})
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    click.echo(f"cache folder: {cache_dir()}")
+    header = ("model", "file", "size", "md5", "cached", "path")
+    cells = [header]
+    for row, known in zip(rows, KNOWN_WEIGHTS.values()):
+        size = f"{row['size'] / 2**20:.1f} MiB" if row["size"] is not None else f"~{known.approx_mib} MiB"
+        cached = {"cached": "yes", "missing": "no", "damaged": "damaged (wrong md5)"}[row["state"]]
+        cells.append((row["model"], row["file"], size, row["md5"], cached, row["path"]))
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header) - 1)]
+    for line in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
+
+
+@weights_group.command("download")
+@click.argument("models", nargs=-1, type=MODEL_ARGUMENT, metavar="[MODEL...]")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages on stderr.")
+@reports_errors
+def weights_download(models, quiet):
+    """Fetch weights into the cache (to copy to a machine without network); print each file's path.
+
+    MODEL is an architecture (resnet50, resnet152v2, ...) or all [default: resnet50]. A file
+    already cached with the right md5 is not fetched again.
+    """
+    from .weights import cached_state, official_file, offline_requested
+
+    for known in _weights_arguments(models or (DEFAULT_ARCH,)):
+        was_cached = cached_state(known)[0] == "cached"
+        path = official_file(known, offline=offline_requested(), progress=not quiet,
+                             notice=None if quiet else report_warning)
+        if not quiet:
+            what = "already in the cache" if was_cached else "downloaded"
+            click.echo(f"{known.arch}: {what}, md5 {known.md5} checked", err=True)
+        click.echo(str(path))
+
+
+@weights_group.command("path")
+@click.argument("model", type=click.Choice(ARCH_CHOICES))
+def weights_path(model):
+    """Print where MODEL's weights file is, or goes, in the cache (whether or not it is there yet)."""
+    from .weights import KNOWN_WEIGHTS
+
+    click.echo(str(KNOWN_WEIGHTS[model].cache_path))
+
+
+@weights_group.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--arch", type=click.Choice(ARCH_CHOICES), default=None,
+              help="The architecture to load it into [default: from the file name, else resnet50].")
+@click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own log messages on stderr.")
+@reports_errors
+def weights_verify(file, arch, verbose):
+    """Check a weights file: its md5 against Keras's (when the name is one of Keras's) and that it loads.
+
+    Exit status 0 when every check passes, 1 otherwise.
+    """
+    from .errors import WeightsError
+    from .model import load_classifier
+    from .weights import file_hash, known_by_file_name
+
+    known = known_by_file_name(os.path.basename(file))
+    arch = arch or (known.arch if known else DEFAULT_ARCH)
+    md5 = file_hash(file, "md5")
+    click.echo(f"file    {file} ({os.path.getsize(file) / 2**20:.1f} MiB)")
+    click.echo(f"sha256  {file_hash(file, 'sha256')}")
+    if known is None:
+        click.echo(f"md5     {md5} (no known checksum for this file name)")
+    elif md5 == known.md5:
+        click.echo(f"md5     {md5} matches Keras's {known.arch} file")
+    else:
+        raise WeightsError(f"{file}: md5 is {md5}, expected {known.md5} for Keras's {known.file_name}")
+    classifier = load_classifier(file, arch, "cpu", verbose=verbose)
+    click.echo(f"loads   into {arch} ({classifier.parameters:,} parameters)")
 
 
 def main():

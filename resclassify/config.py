@@ -9,6 +9,21 @@ NORMALIZE_MODES = ("caffe", "tf", "torch", "none")
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 PRECISION_CHOICES = ("float32", "bfloat16", "float16")
 
+# Keras's ImageNet ResNets and the normalization each was trained with: the v1 models use caffe
+# mode (BGR, ImageNet mean subtracted), the v2 models scale RGB to [-1, 1] (tf mode).
+ARCH_NORMALIZATION = {
+    "resnet50": "caffe",
+    "resnet101": "caffe",
+    "resnet152": "caffe",
+    "resnet50v2": "tf",
+    "resnet101v2": "tf",
+    "resnet152v2": "tf",
+}
+ARCH_CHOICES = tuple(ARCH_NORMALIZATION)
+DEFAULT_ARCH = "resnet50"
+# A user's own model that does not say otherwise is most likely a fine-tuned ResNet50 (caffe).
+DEFAULT_CUSTOM_NORMALIZATION = "caffe"
+
 DEFAULT_SIZE = 224
 # timm's and torchvision's single-crop evaluation: short side to size / 0.875 (256 for 224).
 DEFAULT_CROP_FRACTION = 0.875

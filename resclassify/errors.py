@@ -26,5 +26,9 @@ class WeightsError(ResclassifyError):
     """Weights could not be found, downloaded, verified or loaded."""
 
 
+class ModelError(ResclassifyError):
+    """A user's own model or its classes file could not be loaded, or they do not fit each other."""
+
+
 class DeviceError(ResclassifyError):
     """The requested device is not available."""

@@ -1,9 +1,15 @@
-"""Class names: the ImageNet class index shipped in the package, looked up by index, WordNet id or label."""
+"""Class names: the ImageNet class index shipped in the package or a user's classes file; lookups by index, WordNet id, label."""
 
 import csv
 import functools
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
+
+from .errors import ModelError
+
+# Header names accepted for the label column of a TSV/CSV classes file, in order of preference.
+LABEL_COLUMNS = ("label", "class", "name")
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,8 @@ class ClassIndex:
         return found
 
     def wnid(self, index):
-        return self.wnids[index] if self.wnids else None
+        """The WordNet id of an output, or None for classes that have none (a user's own)."""
+        return (self.wnids[index] or None) if self.wnids else None
 
 
 def _read_package_tsv(name):
@@ -50,3 +57,68 @@ def imagenet_classes():
 def ilsvrc2012_id_to_wnid():
     """The ILSVRC2012 devkit's class IDs (1..1000, not in WordNet-id order) to WordNet ids."""
     return {int(r["ilsvrc2012_id"]): r["wnid"] for r in _read_package_tsv("ilsvrc2012_id_to_wnid.tsv")}
+
+
+def read_class_file(path):
+    """A user's class names, in output order: one label per line, or a TSV/CSV with a header.
+
+    A table needs a label column (label, class or name); an index column, if there is one,
+    gives each row's output (0..n-1, any order); a wnid column, if there is one, is kept.
+    A .csv file is comma-separated; a .tsv file, or any file whose first line has a tab, is
+    tab-separated; anything else is one label per line (so labels may hold commas).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ModelError(f"classes file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelError(f"classes file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ModelError(f"classes file {path} is empty")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return _read_class_table(path, lines, ",")
+    if suffix == ".tsv" or "\t" in lines[0]:
+        return _read_class_table(path, lines, "\t")
+    labels = [line.strip() for line in lines]
+    for number, label in enumerate(labels, start=1):
+        if not label:
+            raise ModelError(f"classes file {path}, line {number}: empty label")
+    return ClassIndex(labels=tuple(labels))
+
+
+def _read_class_table(path, lines, delimiter):
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    columns = {name.strip().lower(): name for name in reader.fieldnames or () if name}
+    label_column = next((columns[c] for c in LABEL_COLUMNS if c in columns), None)
+    if label_column is None:
+        raise ModelError(
+            f"classes file {path}: no label column in its header ({', '.join(columns.values()) or 'empty'}); "
+            f"name it one of {', '.join(LABEL_COLUMNS)}"
+        )
+    rows = list(reader)
+    labels, wnids, indices = [], [], []
+    for number, row in enumerate(rows, start=2):
+        label = (row.get(label_column) or "").strip()
+        if not label:
+            raise ModelError(f"classes file {path}, line {number}: empty label")
+        labels.append(label)
+        wnids.append((row.get(columns.get("wnid", ""), "") or "").strip())
+        if "index" in columns:
+            try:
+                indices.append(int(row[columns["index"]]))
+            except (TypeError, ValueError):
+                raise ModelError(f"classes file {path}, line {number}: index {row[columns['index']]!r} "
+                                 "is not a whole number") from None
+    if indices:
+        if sorted(indices) != list(range(len(rows))):
+            raise ModelError(f"classes file {path}: the index column must number the rows 0 to {len(rows) - 1}, "
+                             "each once")
+        order = sorted(range(len(rows)), key=indices.__getitem__)
+        labels = [labels[i] for i in order]
+        wnids = [wnids[i] for i in order]
+    return ClassIndex(labels=tuple(labels), wnids=tuple(wnids) if any(wnids) else ())

@@ -80,8 +80,11 @@ def _run_batch(waiting, classifier, preprocessing, batch_size):
     yield from waiting
 
 
-def prediction_record(scored, classes, k):
-    """The record every output format writes: the top k classes, or the error."""
+def prediction_record(scored, classes, k, model_name=None):
+    """The record every output format writes: the top k classes (and which model gave them), or the error.
+
+    wnid is None for classes without WordNet ids (a user's own model).
+    """
     if scored.error is not None:
         return {"path": scored.path, "error": scored.error.reason}
     predictions = []
@@ -95,4 +98,8 @@ def prediction_record(scored, classes, k):
             # Six significant digits: float32 carries about seven, and JSON stays readable.
             "probability": float(f"{scored.probabilities[index]:.6g}"),
         })
-    return {"path": scored.path, "predictions": predictions}
+    record = {"path": scored.path}
+    if model_name is not None:
+        record["model"] = model_name
+    record["predictions"] = predictions
+    return record

@@ -1,7 +1,9 @@
 """Where weight files come from: Keras's cache, a download checked by hash, or a local path."""
 
 import hashlib
+import http.client
 import os
+import socket
 import ssl
 import sys
 import tempfile
@@ -16,6 +18,15 @@ from .errors import WeightsError
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 MIRROR_VARIABLE = "RESCLASSIFY_WEIGHTS_MIRROR"
 OFFLINE_VARIABLE = "RESCLASSIFY_OFFLINE"
+# The CA bundle variables people already set for curl, requests and pip, in the order we honour
+# them. OpenSSL itself reads SSL_CERT_FILE and SSL_CERT_DIR; the others it does not.
+CA_FILE_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+HASH_ALGORITHMS = ("sha256", "md5")
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class CacheNotWritable(WeightsError):
+    """The cache folder cannot be created or written: the fix is KERAS_HOME, not the network."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +35,7 @@ class KnownWeights:
 
     arch: str
     md5: str
+    approx_mib: int  # for `weights list` before the file is here; the exact size is not published
 
     @property
     def file_name(self):
@@ -31,6 +43,10 @@ class KnownWeights:
 
     def url(self, base=None):
         return urllib.parse.urljoin(_with_slash(base or KERAS_BASE_URL), self.file_name)
+
+    @property
+    def cache_path(self):
+        return cache_dir() / self.file_name
 
 
 def _with_slash(base):
@@ -41,14 +57,22 @@ def _with_slash(base):
 KNOWN_WEIGHTS = {
     w.arch: w
     for w in (
-        KnownWeights("resnet50", "2cb95161c43110f7111970584f804107"),
-        KnownWeights("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5"),
-        KnownWeights("resnet152", "100835be76be38e30d865e96f2aaae62"),
-        KnownWeights("resnet50v2", "3ef43a0b657b3be2300d5770ece849e0"),
-        KnownWeights("resnet101v2", "6343647c601c52e1368623803854d971"),
-        KnownWeights("resnet152v2", "a49b44d1979771252814e80f8ec446f9"),
+        KnownWeights("resnet50", "2cb95161c43110f7111970584f804107", 98),
+        KnownWeights("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5", 171),
+        KnownWeights("resnet152", "100835be76be38e30d865e96f2aaae62", 232),
+        KnownWeights("resnet50v2", "3ef43a0b657b3be2300d5770ece849e0", 98),
+        KnownWeights("resnet101v2", "6343647c601c52e1368623803854d971", 171),
+        KnownWeights("resnet152v2", "a49b44d1979771252814e80f8ec446f9", 232),
     )
 }
+
+
+def known_by_file_name(name):
+    """The official file a name refers to (so a copy or mirror URL of it gets its md5), or None."""
+    for known in KNOWN_WEIGHTS.values():
+        if known.file_name == name:
+            return known
+    return None
 
 
 def cache_dir():
@@ -61,13 +85,24 @@ def offline_requested():
     return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def resolve_weights(spec, arch="resnet50", *, offline=False, progress=False):
-    """Turn --weights (imagenet, a URL, or a path) into a local file, downloading if need be."""
+def mirror_base():
+    return os.environ.get(MIRROR_VARIABLE, "").strip() or None
+
+
+def resolve_weights(spec, arch="resnet50", *, offline=False, progress=False, notice=None):
+    """Turn --weights (imagenet, a URL, or a path) into a local file, downloading if need be.
+
+    notice, if given, is called with a one-line message for things worth telling but not fatal
+    (a damaged cached file being fetched again).
+    """
     offline = offline or offline_requested()
     if spec == "imagenet":
-        return _official_file(arch, offline=offline, progress=progress)
+        known = KNOWN_WEIGHTS.get(arch)
+        if known is None:
+            raise WeightsError(f"no ImageNet weights are known for {arch}")
+        return official_file(known, offline=offline, progress=progress, notice=notice)
     if spec.startswith(("http://", "https://")):
-        return _url_file(spec, offline=offline, progress=progress)
+        return _url_file(spec, offline=offline, progress=progress, notice=notice)
     path = Path(spec).expanduser()
     if not path.is_file():
         reason = "is not a file" if path.exists() else "no such file"
@@ -75,47 +110,57 @@ def resolve_weights(spec, arch="resnet50", *, offline=False, progress=False):
     return path
 
 
-def _official_file(arch, *, offline, progress):
-    known = KNOWN_WEIGHTS.get(arch)
-    if known is None:
-        raise WeightsError(f"no ImageNet weights are known for {arch}")
-    target = cache_dir() / known.file_name
-    mirror = os.environ.get(MIRROR_VARIABLE)
-    url = known.url(mirror)
-    if target.is_file() and file_hash(target, "md5") == known.md5:
-        return target
-    if offline:
-        state = "is damaged (wrong md5)" if target.exists() else "is not in the cache"
-        raise WeightsError(
-            f"{known.file_name} {state} and downloads are off (--offline): fetch {url} "
-            f"(md5 {known.md5}) on a connected machine and put it at {target}, or pass --weights PATH"
-        )
-    try:
-        download(url, target, algorithm="md5", expected=known.md5, progress=progress)
-    except WeightsError as exc:
-        raise WeightsError(
-            f"{exc}. Put {known.file_name} (md5 {known.md5}) at {target}, or pass --weights PATH"
-        ) from None
-    return target
+def official_file(known, *, offline=False, progress=False, notice=None):
+    """Keras's ImageNet file for one architecture, from the cache or downloaded (from the mirror if set)."""
+    return _cached_or_download(known.url(mirror_base()), known.cache_path, "md5", known.md5,
+                               offline=offline, progress=progress, notice=notice)
 
 
-def _url_file(spec, *, offline, progress):
+def _url_file(spec, *, offline, progress, notice):
     url, _, fragment = spec.partition("#")
+    name = urllib.parse.unquote(Path(urllib.parse.urlparse(url).path).name)
+    if not name or name in (".", ".."):
+        raise WeightsError(f"weights URL {url} does not end in a file name")
     algorithm = expected = None
     if fragment:
         algorithm, _, expected = fragment.partition("=")
-        if algorithm not in ("sha256", "md5") or not expected:
+        expected = expected.strip().lower()
+        if algorithm not in HASH_ALGORITHMS or not expected:
             raise WeightsError(f"weights URL {spec}: the fragment must be #sha256=<hex> or #md5=<hex>")
-        expected = expected.lower()
-    name = Path(urllib.parse.urlparse(url).path).name
-    if not name:
-        raise WeightsError(f"weights URL {url} does not end in a file name")
-    target = cache_dir() / name
-    if target.is_file() and (expected is None or file_hash(target, algorithm) == expected):
-        return target
+    elif known_by_file_name(name):
+        # A mirror's copy of an official file: hold it to the official md5.
+        algorithm, expected = "md5", known_by_file_name(name).md5
+    return _cached_or_download(url, cache_dir() / name, algorithm, expected,
+                               offline=offline, progress=progress, notice=notice)
+
+
+def _cached_or_download(url, target, algorithm, expected, *, offline, progress, notice):
+    """The cached target if its hash is right; else one download, checked. Errors name the way out."""
+    damaged = None
+    if target.is_file():
+        if expected is None:
+            return target
+        actual = file_hash(target, algorithm)
+        if actual == expected:
+            return target
+        damaged = f"{target} has {algorithm} {actual}, expected {expected}"
+    hash_note = f" ({algorithm} {expected})" if expected else ""
     if offline:
-        raise WeightsError(f"{name} is not in the cache and downloads are off (--offline): put it at {target}")
-    download(url, target, algorithm=algorithm, expected=expected, progress=progress)
+        state = f"is damaged ({damaged})" if damaged else "is not in the cache"
+        raise WeightsError(
+            f"{target.name} {state} and downloads are off (--offline): on a connected machine, fetch "
+            f"{url}{hash_note} and put it in {target.parent}; or pass --weights PATH"
+        )
+    if damaged and notice:
+        notice(f"{damaged}; downloading it again")
+    try:
+        download(url, target, algorithm=algorithm, expected=expected, progress=progress)
+    except CacheNotWritable:
+        raise
+    except WeightsError as exc:
+        raise WeightsError(
+            f"{exc}; without the network, put {target.name}{hash_note} in {target.parent}, or pass --weights PATH"
+        ) from None
     return target
 
 
@@ -127,46 +172,100 @@ def file_hash(path, algorithm):
     return digest.hexdigest()
 
 
-def _ssl_context():
-    cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-    return ssl.create_default_context(cafile=cafile) if cafile else None
+def ssl_context():
+    """A verifying context that honours the CA bundle variables curl, requests and pip users set."""
+    for variable in CA_FILE_VARIABLES:
+        cafile = os.environ.get(variable, "").strip()
+        if cafile:
+            try:
+                return ssl.create_default_context(cafile=cafile, capath=os.environ.get("SSL_CERT_DIR") or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise WeightsError(
+                    f"cannot read the CA bundle {variable}={cafile}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
+    return ssl.create_default_context()
 
 
-def download(url, target, *, algorithm=None, expected=None, progress=False, timeout=30):
-    """Fetch url to target atomically: a temporary file beside it, checked, then renamed."""
-    target = Path(target)
+def _opener(url):
+    # build_opener keeps urllib's ProxyHandler, which reads HTTP_PROXY, HTTPS_PROXY and NO_PROXY.
+    if url.startswith("https://"):
+        return urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context()))
+    return urllib.request.build_opener()
+
+
+def _create_partial(target):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part", delete=False)
+        return tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
+                                           delete=False)
     except OSError as exc:
-        raise WeightsError(
+        raise CacheNotWritable(
             f"cannot write to the weights cache {target.parent}: {exc.strerror or exc}; "
-            "set KERAS_HOME to a writable folder"
+            "set KERAS_HOME to a writable folder (weights go in $KERAS_HOME/models)"
         ) from None
+
+
+def download(url, target, *, algorithm=None, expected=None, progress=False, timeout=DOWNLOAD_TIMEOUT_S):
+    """Fetch url to target atomically: a temporary file beside it, checked, then renamed.
+
+    Whatever goes wrong (an HTTP error, a dropped connection, a wrong hash, Ctrl-C), the
+    temporary file is removed and target is left as it was.
+    """
+    target = Path(target)
+    opener = _opener(url)
+    partial = _create_partial(target)
     digest = hashlib.new(algorithm) if algorithm else None
     try:
         with partial:
             try:
                 request = urllib.request.Request(url, headers={"User-Agent": "resclassify"})
-                with urllib.request.urlopen(request, timeout=timeout, context=_ssl_context()) as response:
+                with opener.open(request, timeout=timeout) as response:
                     total = int(response.headers.get("Content-Length") or 0) or None
                     received = _copy(response, partial, digest, total, progress, target.name)
             except urllib.error.HTTPError as exc:
                 raise WeightsError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise WeightsError(f"cannot download {url}: {reason}") from None
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                raise WeightsError(f"cannot download {url}: {_network_reason(exc, timeout)}") from None
             if total is not None and received != total:
                 raise WeightsError(f"cannot download {url}: connection closed after {received:,} of {total:,} bytes")
         if digest is not None and digest.hexdigest() != expected:
             raise WeightsError(
                 f"downloaded {url} but its {algorithm} is {digest.hexdigest()}, expected {expected}"
             )
+        # NamedTemporaryFile makes the file private (0600); give it the mode any other file gets.
+        os.chmod(partial.name, 0o666 & ~_umask())
         os.replace(partial.name, target)
     finally:
         if os.path.exists(partial.name):
             os.unlink(partial.name)
     return target
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _network_reason(exc, timeout):
+    """A short reason for a failed connection: "connection refused", not "<urlopen error [Errno 111] ...>"."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, urllib.error.URLError) and reason is not None:
+        exc = reason
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"certificate verify failed: {exc.verify_message}; if a proxy or private CA signs it, "
+                f"point SSL_CERT_FILE or REQUESTS_CA_BUNDLE at its CA bundle")
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout} s"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror})"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"connection closed after {len(exc.partial):,} bytes of a chunk"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    if isinstance(exc, str):
+        return exc
+    return str(exc) or type(exc).__name__
 
 
 def _copy(response, out, digest, total, progress, name):
@@ -182,7 +281,10 @@ def _copy(response, out, digest, total, progress, name):
     received = 0
     try:
         while chunk := response.read(1 << 16):
-            out.write(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:  # a full disk is not a network error
+                raise CacheNotWritable(f"cannot write {out.name}: {exc.strerror or exc}") from None
             if digest is not None:
                 digest.update(chunk)
             received += len(chunk)
@@ -192,3 +294,12 @@ def _copy(response, out, digest, total, progress, name):
         if bar is not None:
             bar.stop()
     return received
+
+
+def cached_state(known):
+    """For `weights list`: "cached", "damaged" (wrong md5) or "missing", and the file's size if here."""
+    path = known.cache_path
+    if not path.is_file():
+        return "missing", None
+    state = "cached" if file_hash(path, "md5") == known.md5 else "damaged"
+    return state, path.stat().st_size

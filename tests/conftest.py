@@ -13,12 +13,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from weights_factory import build_random_resnet50, save_keras_h5_weights  # noqa: E402
+from weights_server import WeightsServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGES = REPO / "sample_images"
 # Nothing in the suite may reach a real server: "imagenet" downloads go to a closed local port
 # unless a test starts its own server on 127.0.0.1 and points the mirror there.
 CLOSED_LOCAL_URL = "http://127.0.0.1:9/"
+# A proxy in the environment would route the tests' 127.0.0.1 downloads elsewhere.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +30,17 @@ def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RESCLASSIFY_WEIGHTS_MIRROR", CLOSED_LOCAL_URL)
     for name in ("RESCLASSIFY_OFFLINE", "RESCLASSIFY_DEBUG", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+@pytest.fixture
+def weights_server():
+    """An HTTP server on 127.0.0.1 (port 0) serving the bytes a test puts in .files."""
+    server = WeightsServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")

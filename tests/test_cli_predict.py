@@ -28,7 +28,10 @@ def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weig
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 80
+    # Above the tables, once and unwrapped: which network and preprocessing produced them.
+    assert lines[0] == ("resnet50, weights resnet50_random.h5 · center-crop (short side 256, centre 224x224, "
+                        "bicubic), caffe normalization")
+    assert max(len(line) for line in lines[1:]) <= 80
     assert "\x1b[" not in result.stdout  # no colour when stdout is not a terminal
     for record in library_records(model, SAMPLES):
         titles = [i for i, line in enumerate(lines) if line.rstrip() == record["path"]]
@@ -51,9 +54,9 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
 
     as_csv = cli_run("predict", "--weights", weights_file, "-k", "3", "--format", "csv", *SAMPLES)
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert list(rows[0]) == ["path", "rank", "index", "wnid", "label", "probability", "error"]
+    assert list(rows[0]) == ["path", "model", "rank", "index", "wnid", "label", "probability", "error"]
     flattened = [
-        {"path": r["path"], "rank": str(p["rank"]), "index": str(p["index"]), "wnid": p["wnid"],
+        {"path": r["path"], "model": "resnet50", "rank": str(p["rank"]), "index": str(p["index"]), "wnid": p["wnid"],
          "label": p["label"], "probability": str(p["probability"]), "error": ""}
         for r in expected for p in r["predictions"]
     ]
@@ -63,7 +66,8 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
 def test_json_record_layout(cli_run, weights_file):
     result = cli_run("predict", "--weights", weights_file, "--json", SAMPLES[0])
     [record] = jsonl(result.stdout)
-    assert list(record) == ["path", "predictions"]
+    assert list(record) == ["path", "model", "predictions"]
+    assert record["model"] == "resnet50"
     assert [list(p) for p in record["predictions"]] == [["rank", "index", "wnid", "label", "probability"]] * 5
     assert [p["rank"] for p in record["predictions"]] == [1, 2, 3, 4, 5]
     probabilities = [p["probability"] for p in record["predictions"]]
@@ -163,9 +167,9 @@ def test_missing_imagenet_weights_offline_say_what_to_put_where(tmp_path, cli_ru
     target = tmp_path / "keras-home" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
     assert result.stderr == (
         "resclassify: error: resnet50_weights_tf_dim_ordering_tf_kernels.h5 is not in the cache and downloads are "
-        "off (--offline): fetch https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-        "resnet50_weights_tf_dim_ordering_tf_kernels.h5 (md5 2cb95161c43110f7111970584f804107) on a connected "
-        f"machine and put it at {target}, or pass --weights PATH\n"
+        "off (--offline): on a connected machine, fetch https://storage.googleapis.com/tensorflow/"
+        "keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5 (md5 "
+        f"2cb95161c43110f7111970584f804107) and put it in {target.parent}; or pass --weights PATH\n"
     )
 
 
@@ -177,8 +181,8 @@ def test_failed_download_says_what_to_put_where(tmp_path, cli_run):
     assert result.stderr.startswith(
         "resclassify: error: cannot download http://127.0.0.1:9/resnet50_weights_tf_dim_ordering_tf_kernels.h5: ")
     assert result.stderr.endswith(
-        f"Put resnet50_weights_tf_dim_ordering_tf_kernels.h5 (md5 2cb95161c43110f7111970584f804107) at {target}, "
-        "or pass --weights PATH\n")
+        ": connection refused; without the network, put resnet50_weights_tf_dim_ordering_tf_kernels.h5 "
+        f"(md5 2cb95161c43110f7111970584f804107) in {target.parent}, or pass --weights PATH\n")
     assert not target.exists() and not list(target.parent.glob("*.part"))
 
 

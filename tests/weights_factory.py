@@ -1,4 +1,5 @@
-"""Random but seeded ResNet50 weights, written in the HDF5 layout of Keras's own ImageNet file."""
+"""Models made by the tests: seeded random ResNet weights in the HDF5 layout of Keras's own ImageNet files,
+and a small classifier trained for a few steps on coloured images, as a user's fine-tuned model stands in."""
 
 import numpy as np
 
@@ -62,6 +63,62 @@ def build_random_resnet50(seed=1234, logit_std=3.0, shared_directions=2):
     logits = features @ kernel
     kernel *= logit_std / (logits - logits.mean(axis=1, keepdims=True)).std()
     dense.set_weights([kernel.astype(np.float32), np.zeros_like(bias)])
+    return model
+
+
+# keras.applications constructor for each architecture resclassify knows.
+KERAS_BUILDERS = {
+    "resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
+    "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
+}
+
+
+def build_random_resnet(arch, seed=1234):
+    """Any of Keras's ImageNet ResNets with seeded random weights (resnet50: the separated classifier above)."""
+    import keras
+
+    if arch == "resnet50":
+        return build_random_resnet50(seed)
+    keras.utils.set_random_seed(seed)
+    return getattr(keras.applications, KERAS_BUILDERS[arch])(weights=None)
+
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
+
+
+def colour_image(colour, size, rng):
+    """A uint8 RGB image of one dominant colour with noise: easy to learn, not constant."""
+    noise = rng.integers(-35, 36, size=(size[1], size[0], 3))
+    return np.clip(np.asarray(COLOURS[colour]) + noise, 0, 255).astype(np.uint8)
+
+
+def train_colour_classifier(*, size=64, rescaling=False, softmax=True, seed=0, steps=40):
+    """A small Keras CNN trained for a few steps to tell red, green and blue images apart.
+
+    Classes are in COLOURS order. It expects tf-mode input ([-1, 1] RGB), or, with rescaling,
+    raw 0..255 pixels that its own first layer rescales.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    names = list(COLOURS)
+    labels = rng.integers(0, len(names), size=96)
+    pixels = np.stack([colour_image(names[i], (size, size), rng) for i in labels]).astype(np.float32)
+    layers = [keras.Input((size, size, 3))]
+    if rescaling:
+        layers.append(keras.layers.Rescaling(1 / 127.5, offset=-1.0))
+    else:
+        pixels = pixels / 127.5 - 1.0
+    layers += [
+        keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(len(names), activation="softmax" if softmax else None),
+    ]
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax))
+    model.fit(pixels, labels, batch_size=32, epochs=max(1, steps // 3), verbose=0)
     return model
 
 

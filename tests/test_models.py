@@ -1,0 +1,215 @@
+"""--arch (each of Keras's ImageNet ResNets with test-made weights) and --model/--classes (a small model the test trains)."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resclassify import model as model_module
+from resclassify import pipeline
+from resclassify.config import ARCH_NORMALIZATION
+from weights_factory import COLOURS, build_random_resnet, colour_image, save_keras_h5_weights, train_colour_classifier
+
+
+@pytest.fixture
+def normalize_calls(monkeypatch):
+    """Every (batch shape, mode) the pipeline normalizes: which preprocessing really ran."""
+    calls = []
+    real = pipeline.normalize
+
+    def spy(batch, mode):
+        calls.append((batch.shape, mode))
+        return real(batch, mode)
+
+    monkeypatch.setattr(pipeline, "normalize", spy)
+    return calls
+
+
+@pytest.fixture
+def forget_models():
+    """Drop the networks a test loads, so six ResNets do not stay in memory for the whole session."""
+    before = set(model_module._classifiers)
+    yield
+    for key in set(model_module._classifiers) - before:
+        del model_module._classifiers[key]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from conftest import save_image
+
+    return save_image(tmp_path_factory.mktemp("photo") / "photo.jpg")
+
+
+@pytest.mark.parametrize("arch", list(ARCH_NORMALIZATION))
+def test_each_arch_builds_loads_and_normalizes_its_own_way(arch, cli_run, tmp_path, photo, normalize_calls,
+                                                           forget_models, weights_file):
+    path = weights_file if arch == "resnet50" else save_keras_h5_weights(build_random_resnet(arch), tmp_path / "w.h5")
+    result = cli_run("predict", "--arch", arch, "--weights", path, "--json", "-k", "3", photo)
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["model"] == arch and len(record["predictions"]) == 3
+    assert record["predictions"][0]["wnid"].startswith("n")
+    expected = "tf" if arch.endswith("v2") else "caffe"
+    assert ARCH_NORMALIZATION[arch] == expected
+    assert normalize_calls == [((1, 224, 224, 3), expected)]
+    table = cli_run("predict", "--arch", arch, "--weights", path, "-k", "1", photo)
+    assert table.stdout.splitlines()[0] == (
+        f"{arch}, weights {path.name} · center-crop (short side 256, centre 224x224, bicubic), "
+        f"{expected} normalization"
+    )
+
+
+def test_weights_of_another_arch_are_a_one_line_error(cli_run, weights_file, photo):
+    result = cli_run("predict", "--arch", "resnet50v2", "--weights", weights_file, photo)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"resclassify: error: cannot load resnet50v2 weights from {weights_file}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_preprocess_mode_overrides_the_arch(cli_run, weights_file, photo, normalize_calls):
+    result = cli_run("predict", "--preprocess-mode", "torch", "--weights", weights_file, "--json", photo)
+    assert result.exit_code == 0, result.stderr
+    assert normalize_calls == [((1, 224, 224, 3), "torch")]
+
+
+# --- a user's own model ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def own_models(tmp_path_factory):
+    """A colour classifier saved three ways: .keras (softmax, tf-mode input), full-model .h5
+    (logits), and .keras starting with a Rescaling layer (raw pixels in)."""
+    folder = tmp_path_factory.mktemp("own-models")
+    tuned = train_colour_classifier()
+    tuned.save(folder / "colours.keras")
+    train_colour_classifier(softmax=False).save(folder / "colours_logits.h5")
+    train_colour_classifier(rescaling=True).save(folder / "colours_scaled.keras")
+    (folder / "colours.txt").write_text("red\ngreen\nblue\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def colour_photos(tmp_path_factory):
+    """One image per class, larger than the model's input and not square, so it is resized and cropped."""
+    folder = tmp_path_factory.mktemp("colour-photos")
+    rng = np.random.default_rng(7)
+    paths = {}
+    for colour in COLOURS:
+        paths[colour] = folder / f"{colour}.png"
+        Image.fromarray(colour_image(colour, (120, 90), rng)).save(paths[colour])
+    return paths
+
+
+def predicted(result):
+    assert result.exit_code == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    return {r["path"]: r["predictions"][0]["label"] for r in records}, records
+
+
+def test_own_model_with_classes_through_predict(cli_run, own_models, colour_photos, normalize_calls):
+    result = cli_run("predict", "--model", own_models / "colours.keras", "--classes", own_models / "colours.txt",
+                     "--preprocess-mode", "tf", "--json", *colour_photos.values())
+    labels, records = predicted(result)
+    assert labels == {str(path): colour for colour, path in colour_photos.items()}
+    assert result.stderr == ""
+    assert {r["model"] for r in records} == {"colours.keras"}
+    # A user's classes have no WordNet ids: null in JSON, not an error.
+    assert all(p["wnid"] is None for r in records for p in r["predictions"])
+    # The input size comes from the model.
+    assert normalize_calls == [((3, 64, 64, 3), "tf")]
+
+
+def test_own_model_in_the_table_shows_what_ran(cli_run, own_models, colour_photos):
+    result = cli_run("predict", "--model", own_models / "colours.keras", "--classes", own_models / "colours.txt",
+                     "--preprocess-mode", "tf", "-k", "1", colour_photos["red"])
+    lines = result.stdout.splitlines()
+    assert lines[0] == "colours.keras (3 classes) · center-crop (short side 73, centre 64x64, bicubic), tf normalization"
+    assert "WordNet id" not in result.stdout
+    assert any("red" in line and "%" in line for line in lines)
+
+
+def test_full_model_h5_with_logits_gives_probabilities(cli_run, own_models, colour_photos):
+    result = cli_run("predict", "--model", own_models / "colours_logits.h5", "--classes", own_models / "colours.txt",
+                     "--preprocess-mode", "tf", "--json", "-k", "3", *colour_photos.values())
+    labels, records = predicted(result)
+    assert labels == {str(path): colour for colour, path in colour_photos.items()}
+    for record in records:
+        assert sum(p["probability"] for p in record["predictions"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_model_that_rescales_itself_gets_no_normalization(cli_run, own_models, colour_photos, normalize_calls):
+    result = cli_run("predict", "--model", own_models / "colours_scaled.keras", "--classes",
+                     own_models / "colours.txt", "--json", *colour_photos.values())
+    labels, _ = predicted(result)
+    assert labels == {str(path): colour for colour, path in colour_photos.items()}
+    assert normalize_calls == [((3, 64, 64, 3), "none")]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("classes.tsv", "index\twnid\tlabel\n2\t\tblue\n0\t\tred\n1\t\tgreen\n"),
+    ("classes.csv", "id,Label,count\n7,red,10\n8,green,11\n9,blue,12\n"),
+    ("classes.txt", "label\tcount\nred\t1\ngreen\t2\nblue\t3\n"),
+])
+def test_classes_as_a_table(cli_run, own_models, colour_photos, tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    result = cli_run("predict", "--model", own_models / "colours.keras", "--classes", tmp_path / name,
+                     "--preprocess-mode", "tf", "--json", *colour_photos.values())
+    labels, _ = predicted(result)
+    assert labels == {str(path): colour for colour, path in colour_photos.items()}
+
+
+def test_without_classes_outputs_are_named_by_index(cli_run, own_models, colour_photos):
+    result = cli_run("predict", "--model", own_models / "colours.keras", "--preprocess-mode", "tf", "--json",
+                     colour_photos["blue"])
+    labels, _ = predicted(result)
+    assert labels == {str(colour_photos["blue"]): "2"}
+    assert result.stderr == ("resclassify: warning: no --classes file: colours.keras's 3 classes are named by "
+                             "their output index\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--classes", "{folder}/four.txt"], "classes file {folder}/four.txt has 4 labels but the model has 3 outputs"),
+    (["--classes", "{folder}/missing.txt"], "classes file {folder}/missing.txt: no such file"),
+    (["--model", "{folder}/missing.keras"], "model {folder}/missing.keras: no such file"),
+    (["--model", "{folder}/four.txt"], "model {folder}/four.txt: expected a .keras file or a full-model .h5 file"),
+])
+def test_own_model_errors_are_one_line(cli_run, own_models, colour_photos, args, message):
+    (own_models / "four.txt").write_text("a\nb\nc\nd\n")
+    args = [a.format(folder=own_models) for a in args]
+    if "--model" not in args:
+        args = ["--model", own_models / "colours.keras"] + args
+    result = cli_run("predict", *args, colour_photos["red"])
+    assert result.exit_code == 1
+    assert result.stderr == f"resclassify: error: {message.format(folder=own_models)}\n"
+    assert result.stdout == ""
+
+
+def test_weights_only_file_as_a_model_says_where_it_goes(cli_run, weights_file, colour_photos):
+    result = cli_run("predict", "--model", weights_file, colour_photos["red"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"resclassify: error: cannot load the model {weights_file}: ")
+    assert result.stderr.rstrip().endswith("(a weights-only .h5 goes with --weights and --arch)")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_own_model_from_python(own_models, colour_photos):
+    import resclassify
+
+    model = resclassify.load_model(model=own_models / "colours.keras", classes=own_models / "colours.txt",
+                                   device="cpu")
+    assert (model.arch, model.name, model.input_size) == ("custom", "colours.keras", 64)
+    # What eval matches class folders against: the labels, and no WordNet ids.
+    assert model.classes.labels == ("red", "green", "blue") and model.classes.wnids == ()
+    assert model.preprocessing(mode="tf").size == 64
+    records = list(resclassify.classify([str(colour_photos["green"])], model, top_k=1,
+                                        preprocessing=model.preprocessing(mode="tf")))
+    assert records[0]["predictions"][0]["label"] == "green"
+
+
+def test_classes_file_for_an_imagenet_arch_must_name_1000_outputs(cli_run, weights_file, photo, tmp_path):
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    result = cli_run("predict", "--weights", weights_file, "--classes", tmp_path / "two.txt", photo)
+    assert result.exit_code == 1
+    assert result.stderr == (f"resclassify: error: classes file {tmp_path / 'two.txt'} has 2 labels but the model "
+                             "has 1000 outputs\n")
