@@ -221,7 +221,10 @@ def print_eval_summary(report, stream):
         out(f"Labels file:   {report['ground_truth']['labels_file']}")
     if report["ground_truth"]["real_labels_file"]:
         out(f"ReaL labels:   {report['ground_truth']['real_labels_file']}")
-    out(f"Model:         {model['arch']}, weights {model['weights']}, on {model['device']}")
+    if model["arch"] == "custom":
+        out(f"Model:         {model['weights']} ({model['classes']:,} classes), on {model['device']}, {model['precision']}")
+    else:
+        out(f"Model:         {model['arch']}, weights {model['weights']}, on {model['device']}, {model['precision']}")
     out(f"Preprocessing: {report['preprocessing']['description']}")
     out("")
     counts = [f"{images['evaluated']:,} evaluated", f"{images['failed']:,} failed", f"{images['skipped']:,} skipped"]

@@ -213,3 +213,30 @@ def test_classes_file_for_an_imagenet_arch_must_name_1000_outputs(cli_run, weigh
     assert result.exit_code == 1
     assert result.stderr == (f"resclassify: error: classes file {tmp_path / 'two.txt'} has 2 labels but the model "
                              "has 1000 outputs\n")
+
+
+@pytest.mark.parametrize("with_classes", [True, False])
+def test_own_model_through_eval_matches_class_folders_to_its_classes(cli_run, own_models, tmp_path, with_classes):
+    # A held-out folder in the class-folder layout, named by the user's labels (or, without a
+    # classes file, by output index): green holds one blue image, so top-1 is 5 of 6.
+    rng = np.random.default_rng(11)
+    names = {"red": "0", "green": "1", "blue": "2"}
+    for colour, index in names.items():
+        folder = tmp_path / "held-out" / (colour if with_classes else index)
+        folder.mkdir(parents=True)
+        for i in range(2):
+            shown = "blue" if (colour == "green" and i == 1) else colour
+            Image.fromarray(colour_image(shown, (120, 90), rng)).save(folder / f"{i}.png")
+    classes = ["--classes", own_models / "colours.txt"] if with_classes else []
+    result = cli_run("eval", "--model", own_models / "colours.keras", *classes, "--preprocess-mode", "tf",
+                     "--json", "-q", tmp_path / "held-out")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"]["evaluated"] == 6
+    assert report["accuracy"]["top1"]["correct"] == 5
+    assert report["accuracy"]["top5"]["correct"] == 6  # only 3 classes: every class is in the top 5
+    [confusion] = report["confusions"]
+    expected = ("green", "blue") if with_classes else ("1", "2")
+    assert (confusion["true"]["label"], confusion["predicted"]["label"]) == expected
+    assert report["model"]["arch"] == "custom" and report["model"]["name"] == "colours.keras"
+    assert report["model"]["classes"] == 3
