@@ -263,9 +263,11 @@ def run(args, workdir):
             continue
         low = resclassify.load_model(str(weights), device=args.device, precision=precision)
         low_raw = raw_network(low, args.batch_size, batches)
-        _, low_records = end_to_end(low, workdir / "imagenet_size", args.batch_size, center)
+        low_e2e, low_records = end_to_end(low, workdir / "imagenet_size", args.batch_size, center)
         same1, same5 = agreement(small_records, low_records)
         report(f"raw network, {precision}", f"{low_raw:.1f}", f"images/s ({low_raw / raw:.2f}x float32)")
+        report(f"end to end (eval), ImageNet-size JPEGs, {precision}", f"{low_e2e:.1f}",
+               f"images/s ({low_e2e / seed:.1f}x the seed's recipe)")
         report(f"{precision}: top-1 / top-5 agreement with float32", f"{same1:.3f} / {same5:.3f}")
 
     one = small[0]
