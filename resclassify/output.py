@@ -28,7 +28,9 @@ class TableWriter:
             self.console.print(self.about, style="dim", markup=False, soft_wrap=True)
             self.about = None
         with_wnids = any(p.get("wnid") for p in record["predictions"])
-        table = Table(title=record["path"], title_justify="left", title_style="bold")
+        # The path on a line of its own, never wrapped or padded, so it can be copied whole.
+        self.console.print(record["path"], style="bold", markup=False, highlight=False, soft_wrap=True)
+        table = Table()
         table.add_column("#", justify="right")
         table.add_column("label", style="cyan")
         if with_wnids:

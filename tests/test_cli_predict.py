@@ -34,7 +34,7 @@ def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weig
     assert max(len(line) for line in lines[1:]) <= 80
     assert "\x1b[" not in result.stdout  # no colour when stdout is not a terminal
     for record in library_records(model, SAMPLES):
-        titles = [i for i, line in enumerate(lines) if line.rstrip() == record["path"]]
+        titles = [i for i, line in enumerate(lines) if line == record["path"]]  # whole, unpadded
         assert len(titles) == 1
         rows = lines[titles[0] + 4: titles[0] + 9]
         for row, p in zip(rows, record["predictions"]):
