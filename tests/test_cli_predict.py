@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import resclassify
-from conftest import REPO, SAMPLE_IMAGES, save_image
+from conftest import PROBABILITY_TOLERANCE, REPO, SAMPLE_IMAGES, assert_records_match, save_image
 
 SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
 
@@ -39,7 +39,10 @@ def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weig
         rows = lines[titles[0] + 4: titles[0] + 9]
         for row, p in zip(rows, record["predictions"]):
             cells = [c.strip() for c in row.strip("│ ").split("│")]
-            assert cells == [str(p["rank"]), p["label"], p["wnid"], f"{p['probability'] * 100:.2f}%"]
+            assert cells[:3] == [str(p["rank"]), p["label"], p["wnid"]]
+            # Two decimals of a percentage from another run (another compute path): within rounding.
+            assert re.fullmatch(r"\d+\.\d\d%", cells[3])
+            assert float(cells[3][:-1]) == pytest.approx(p["probability"] * 100, abs=0.005 + 1e-3)
 
 
 def test_every_format_carries_the_same_predictions(cli_run, weights_file, model):
@@ -47,20 +50,24 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
     assert len({r["predictions"][0]["index"] for r in expected}) == len(SAMPLES)  # fixture tells images apart
 
     as_jsonl = cli_run("predict", "--weights", weights_file, "-k", "3", "--json", *SAMPLES)
-    assert as_jsonl.exit_code == 0 and jsonl(as_jsonl.stdout) == expected
+    assert as_jsonl.exit_code == 0
+    assert_records_match(jsonl(as_jsonl.stdout), expected)
 
     as_json = cli_run("predict", "--weights", weights_file, "-k", "3", "--format", "json", *SAMPLES)
-    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == expected
+    assert as_json.exit_code == 0
+    assert_records_match(json.loads(as_json.stdout), expected)
 
     as_csv = cli_run("predict", "--weights", weights_file, "-k", "3", "--format", "csv", *SAMPLES)
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert list(rows[0]) == ["path", "model", "rank", "index", "wnid", "label", "probability", "error"]
     flattened = [
         {"path": r["path"], "model": "resnet50", "rank": str(p["rank"]), "index": str(p["index"]), "wnid": p["wnid"],
-         "label": p["label"], "probability": str(p["probability"]), "error": ""}
+         "label": p["label"], "error": ""}
         for r in expected for p in r["predictions"]
     ]
-    assert rows == flattened
+    assert [{k: v for k, v in row.items() if k != "probability"} for row in rows] == flattened
+    np.testing.assert_allclose([float(row["probability"]) for row in rows],
+                               [p["probability"] for r in expected for p in r["predictions"]], **PROBABILITY_TOLERANCE)
 
 
 def test_json_record_layout(cli_run, weights_file):
@@ -120,7 +127,8 @@ def test_bad_inputs_are_reported_and_the_good_ones_still_classified(tmp_path, cl
     assert result.exit_code == 1
     records = jsonl(result.stdout)
     assert [r["path"] for r in records] == inputs
-    assert [r for r in records if "predictions" in r] == library_records(model, good)
+    # 7 inputs here, 3 in the library run: other batch shapes, so probabilities agree to a tolerance.
+    assert_records_match([r for r in records if "predictions" in r], library_records(model, good))
     assert [r["error"] for r in records if "error" in r] == [
         records[1]["error"], "cannot identify image file", "cannot identify image file", "no such file or directory"]
     assert records[1]["error"].startswith("cannot decode image: image file is truncated")
@@ -138,7 +146,7 @@ def test_paths_from_stdin(tmp_path, cli_run, weights_file, model):
     b = str(save_image(tmp_path / "b.png", seed=2))
     result = cli_run("predict", "--weights", weights_file, "--json", "-", input=f"{b}\n{a}\n")
     assert result.exit_code == 0
-    assert jsonl(result.stdout) == library_records(model, [b, a])
+    assert_records_match(jsonl(result.stdout), library_records(model, [b, a]))
 
 
 def test_folders_and_files_mixed(tmp_path, cli_run, weights_file):
@@ -157,7 +165,7 @@ def test_a_short_last_batch_is_padded_and_gives_the_same_answers(cli_run, weight
     assert [[p["index"] for p in r["predictions"]] for r in batched] == [[p["index"] for p in r["predictions"]] for r in whole]
     for a, b in zip(whole, batched):
         np.testing.assert_allclose([p["probability"] for p in a["predictions"]],
-                                   [p["probability"] for p in b["predictions"]], rtol=1e-4, atol=1e-6)
+                                   [p["probability"] for p in b["predictions"]], **PROBABILITY_TOLERANCE)
 
 
 def test_missing_imagenet_weights_offline_say_what_to_put_where(tmp_path, cli_run, monkeypatch):
