@@ -7,6 +7,7 @@ values); the inputs are made from sample_images/.
 """
 
 import argparse
+import dataclasses
 import os
 import platform
 import shutil
@@ -24,7 +25,6 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import resclassify  # noqa: E402
-from resclassify.config import resolve_preprocessing  # noqa: E402
 from resclassify.datasets import find_images  # noqa: E402
 from resclassify.images import load_image, normalize  # noqa: E402
 from resclassify.metrics import top_k  # noqa: E402
@@ -158,7 +158,7 @@ def time_to_first_line(command):
 
 def pixel_difference(paths, preprocessing):
     """How far the reduced-scale JPEG decode moves the 224x224 crop from a full decode."""
-    exact = resolve_preprocessing(preprocessing.name, exact_decode=True)
+    exact = dataclasses.replace(preprocessing, exact_decode=True)
     diffs = [np.abs(load_image(p, preprocessing).astype(np.int16) - load_image(p, exact).astype(np.int16))
              for p in paths]
     stacked = np.stack(diffs)
@@ -235,7 +235,7 @@ def run(args, workdir):
 
     machine = machine_description()
     model = resclassify.load_model(str(weights), device=args.device)
-    center = resolve_preprocessing("center-crop")
+    center = model.preprocessing("center-crop")
     log("measuring ...")
     batches = max(4, args.images // args.batch_size)
     raw = raw_network(model, args.batch_size, batches)
@@ -245,7 +245,7 @@ def run(args, workdir):
     e2e_photos, photo_records = end_to_end(model, workdir / "photos", args.batch_size, center)
     report("2b. end to end (eval), 12 MP JPEGs (reduced-scale decode)", f"{e2e_photos:.1f}", "images/s")
     exact_photos, exact_records = end_to_end(model, workdir / "photos", args.batch_size,
-                                             resolve_preprocessing(exact_decode=True))
+                                             model.preprocessing(exact_decode=True))
     report("2c. end to end (eval), 12 MP JPEGs (--exact-decode)", f"{exact_photos:.1f}", "images/s")
     seed = seed_recipe(weights, small[: args.seed_images])
     report("3. seed's per-image recipe", f"{seed:.1f}", "images/s")

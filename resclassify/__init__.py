@@ -48,7 +48,8 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     """
     from .pipeline import prediction_record, score
 
-    preprocessing = preprocessing or model.preprocessing()
+    if preprocessing is None:
+        preprocessing = model.preprocessing()
     for scored in score(paths, model, preprocessing, batch_size=batch_size, workers=workers,
                         max_pixels=max_pixels):
         yield prediction_record(scored, model.classes, top_k, model_name=model.name)
@@ -61,7 +62,8 @@ def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=Non
     The ground truth is class folders under folder, or the labels file `labels` (CSV/TSV,
     Kaggle's LOC_val_solution.csv or the ILSVRC2012 devkit's ground truth); `real_labels` is a
     ReaL real.json. on_record(record) sees each image's result as it is scored. Raises
-    DatasetError when the ground truth cannot be worked out.
+    DatasetError when the ground truth cannot be worked out. preprocessing defaults to the
+    model's own (its input size and normalization), as in classify.
     """
     from .evaluation import run_evaluation
 

@@ -69,15 +69,20 @@ class Preprocessing:
 
 
 def resolve_preprocessing(name="center-crop", *, size=None, mode=None, exact_decode=False):
-    """Command-line choices over model defaults over constants."""
+    """Command-line choices over model defaults over constants.
+
+    A model's own defaults (its input size and normalization) come from model.preprocessing(),
+    which calls this with them; every entry point given no preprocessing asks the model. Called
+    without them, the constants are Preprocessing's own field defaults (ResNet50's 224, caffe).
+    """
     if name not in PREPROCESS_CHOICES:
         raise ValueError(f"unknown preprocessing {name!r}; choose from {', '.join(PREPROCESS_CHOICES)}")
-    mode = mode or "caffe"
+    mode = mode or Preprocessing.mode
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"unknown normalization {mode!r}; choose from {', '.join(NORMALIZE_MODES)}")
     return Preprocessing(
         name=name,
-        size=size or DEFAULT_SIZE,
+        size=size or Preprocessing.size,
         interpolation=_INTERPOLATION[name],
         mode=mode,
         exact_decode=exact_decode,

@@ -2,7 +2,6 @@
 
 import time
 
-from .config import resolve_preprocessing
 from .datasets import FIRST_FEW
 from .images import DEFAULT_MAX_PIXELS
 from .metrics import AccuracyTally, top_k as ranked_top_k, wilson_interval
@@ -22,10 +21,13 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, batch_size=32, p
                    workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None):
     """Evaluate model on a GroundTruth (datasets.find_ground_truth) and return the report as a dict.
 
-    on_record, if given, is called with each image's record as soon as it is scored, in sorted
-    path order: {"path", "true", "predictions", "hit@1", "hit@5", ...} or {"path", "true", "error"}.
+    preprocessing defaults to the model's own (model.preprocessing(): its input size and
+    normalization). on_record, if given, is called with each image's record as soon as it is
+    scored, in sorted path order: {"path", "true", "predictions", "hit@1", "hit@5", ...} or
+    {"path", "true", "error"}.
     """
-    preprocessing = preprocessing or resolve_preprocessing()
+    if preprocessing is None:
+        preprocessing = model.preprocessing()
     classes = model.classes
     ks = reported_ks(top_k)
     images = ground_truth.images if limit is None else ground_truth.images[:limit]

@@ -59,6 +59,22 @@ def test_each_arch_builds_loads_and_normalizes_its_own_way(arch, cli_run, tmp_pa
         f"{arch}, weights {path.name} · center-crop (short side 256, centre 224x224, bicubic), "
         f"{expected} normalization"
     )
+    # From Python, evaluate() without a preprocessing runs the model's own, as predict does
+    # (it once ran caffe whatever the model). The network is the one the CLI loaded, cached.
+    import resclassify
+
+    network = resclassify.load_model(str(path), arch=arch)
+    folder = tmp_path / "one" / record["predictions"][0]["wnid"]
+    folder.mkdir(parents=True)
+    (folder / photo.name).write_bytes(photo.read_bytes())
+    del normalize_calls[:]
+    report = resclassify.evaluate(folder.parent, network)
+    assert normalize_calls == [((1, 224, 224, 3), expected)]
+    assert report["preprocessing"]["mode"] == expected
+    assert report["accuracy"]["top1"]["correct"] == 1
+    own = resclassify.evaluate(folder.parent, network, preprocessing=network.preprocessing())
+    assert report["preprocessing"] == own["preprocessing"]
+    assert report["per_class"] == own["per_class"] and report["accuracy"] == own["accuracy"]
 
 
 def test_weights_of_another_arch_are_a_one_line_error(cli_run, weights_file, photo):
@@ -205,6 +221,26 @@ def test_own_model_from_python(own_models, colour_photos):
     records = list(resclassify.classify([str(colour_photos["green"])], model, top_k=1,
                                         preprocessing=model.preprocessing(mode="tf")))
     assert records[0]["predictions"][0]["label"] == "green"
+
+
+def test_evaluate_without_preprocessing_uses_the_own_models(own_models, colour_photos, tmp_path, normalize_calls):
+    import resclassify
+
+    model = resclassify.load_model(model=own_models / "colours_scaled.keras", classes=own_models / "colours.txt",
+                                   device="cpu")
+    for colour, path in colour_photos.items():
+        (tmp_path / "held-out" / colour).mkdir(parents=True)
+        (tmp_path / "held-out" / colour / path.name).write_bytes(path.read_bytes())
+    report = resclassify.evaluate(tmp_path / "held-out", model)
+    # Its 64x64 input and no normalization (it rescales itself), not ResNet50's 224 and caffe.
+    assert normalize_calls == [((3, 64, 64, 3), "none")]
+    assert report["preprocessing"] == {
+        "name": "center-crop", "size": 64, "crop_fraction": 0.875, "interpolation": "bicubic", "mode": "none",
+        "exact_decode": False, "description": "center-crop (short side 73, centre 64x64, bicubic), none normalization"}
+    assert report["accuracy"]["top1"]["correct"] == 3
+    own = resclassify.evaluate(tmp_path / "held-out", model, preprocessing=model.preprocessing())
+    assert (own["preprocessing"], own["accuracy"], own["per_class"]) == (
+        report["preprocessing"], report["accuracy"], report["per_class"])
 
 
 def test_classes_file_for_an_imagenet_arch_must_name_1000_outputs(cli_run, weights_file, photo, tmp_path):
