@@ -107,7 +107,7 @@ class GroundTruth:
 
 
 class ClassNameError(ValueError):
-    """A class name that is not exactly one ImageNet class; the message says why."""
+    """A class name that is not exactly one of the classes in use; the message says why."""
 
 
 def resolve_class_name(name, classes):
@@ -124,9 +124,13 @@ def resolve_class_name(name, classes):
         indices = _labels_ignoring_case(classes).get(_fold_label(text))
     if indices is not None:
         if len(indices) > 1:
-            choices = " and ".join(f"{classes.wnid(i)} (index {i}, {classes.labels[i]})" for i in indices)
-            raise ClassNameError(f'"{text}" names {len(indices)} ImageNet classes, {choices}; '
-                                 f"use the WordNet id instead")
+            if all(classes.wnid(i) for i in indices):
+                choices = " and ".join(f"{classes.wnid(i)} (index {i}, {classes.labels[i]})" for i in indices)
+                use = "the WordNet id"
+            else:  # a user's classes without WordNet ids: the index is the only other name
+                choices = " and ".join(f"index {i}" for i in indices)
+                use = "the index"
+            raise ClassNameError(f'"{text}" names {classes.describe(len(indices))}, {choices}; use {use} instead')
         return indices[0], "label"
     if re.fullmatch(r"\d+", text, flags=re.ASCII) and int(text) < len(classes):
         return int(text), "index"
@@ -134,8 +138,7 @@ def resolve_class_name(name, classes):
     if not nearest:
         nearest = difflib.get_close_matches(_fold_label(text), sorted(_labels_ignoring_case(classes)), n=3, cutoff=0.6)
     hint = f"nearest labels: {', '.join(dict.fromkeys(nearest))}" if nearest else "no label is close"
-    raise ClassNameError(f'"{text}" is not an ImageNet class (a WordNet id, a Keras label or an index '
-                         f"0..{len(classes) - 1}); {hint}")
+    raise ClassNameError(f'"{text}" is not {classes.describe()} ({classes.name_forms()}); {hint}')
 
 
 def _fold_label(text):
@@ -306,7 +309,11 @@ def _devkit_entries(labels_file, numbered, classes):
         if ilsvrc_id not in id_to_wnid:
             raise DatasetError(f"{labels_file}: line {line_number}: {ilsvrc_id} is not an ILSVRC2012 class ID "
                                f"(1..{len(id_to_wnid)})")
-        index = classes.index_of_wnid[id_to_wnid[ilsvrc_id]]
+        wnid = id_to_wnid[ilsvrc_id]
+        if wnid not in classes.index_of_wnid:
+            raise DatasetError(f"{labels_file}: line {line_number}: ILSVRC2012 class ID {ilsvrc_id} is {wnid}, "
+                               f"which is not {classes.describe()}")
+        index = classes.index_of_wnid[wnid]
         entries.append((line_number, DEVKIT_IMAGE_NAME.format(image_number), index))
     return entries
 

@@ -2,11 +2,13 @@
 
 import csv
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from .errors import ModelError
+
+IMAGENET = "ImageNet"
 
 # Header names accepted for the label column of a TSV/CSV classes file, in order of preference.
 LABEL_COLUMNS = ("label", "class", "name")
@@ -14,10 +16,15 @@ LABEL_COLUMNS = ("label", "class", "name")
 
 @dataclass(frozen=True)
 class ClassIndex:
-    """Class names in the order of the network's outputs."""
+    """Class names in the order of the network's outputs.
+
+    source says where the names come from, for messages: "ImageNet", a classes file's name, or
+    the model's name when its outputs are named by index.
+    """
 
     labels: tuple
     wnids: tuple = ()
+    source: str = field(default=None, compare=False)
 
     def __len__(self):
         return len(self.labels)
@@ -33,6 +40,19 @@ class ClassIndex:
         for i, label in enumerate(self.labels):
             found.setdefault(label, []).append(i)
         return found
+
+    def describe(self, count=1):
+        """How messages name these classes: "an ImageNet class", "2 classes of flowers.txt"."""
+        if self.source == IMAGENET:
+            return "an ImageNet class" if count == 1 else f"{count} ImageNet classes"
+        of = f" of {self.source}" if self.source else ""
+        return f"a class{of}" if count == 1 else f"{count} classes{of}"
+
+    def name_forms(self):
+        """The ways a folder or a labels file may name one of these classes, for messages."""
+        forms = ["a WordNet id"] if self.wnids else []
+        forms.append("a Keras label" if self.source == IMAGENET else "a label")
+        return ", ".join(forms) + f" or an index 0..{len(self) - 1}"
 
     def wnid(self, index):
         """The WordNet id of an output, or None for classes that have none (a user's own)."""
@@ -50,7 +70,8 @@ def imagenet_classes():
     rows = _read_package_tsv("imagenet_class_index.tsv")
     if [int(row["index"]) for row in rows] != list(range(1000)):
         raise RuntimeError("the packaged ImageNet class index is damaged")
-    return ClassIndex(labels=tuple(r["label"] for r in rows), wnids=tuple(r["wnid"] for r in rows))
+    return ClassIndex(labels=tuple(r["label"] for r in rows), wnids=tuple(r["wnid"] for r in rows),
+                      source=IMAGENET)
 
 
 @functools.cache
@@ -88,7 +109,7 @@ def read_class_file(path):
     for number, label in enumerate(labels, start=1):
         if not label:
             raise ModelError(f"classes file {path}, line {number}: empty label")
-    return ClassIndex(labels=tuple(labels))
+    return ClassIndex(labels=tuple(labels), source=path.name)
 
 
 def _read_class_table(path, lines, delimiter):
@@ -121,4 +142,4 @@ def _read_class_table(path, lines, delimiter):
         order = sorted(range(len(rows)), key=indices.__getitem__)
         labels = [labels[i] for i in order]
         wnids = [wnids[i] for i in order]
-    return ClassIndex(labels=tuple(labels), wnids=tuple(wnids) if any(wnids) else ())
+    return ClassIndex(labels=tuple(labels), wnids=tuple(wnids) if any(wnids) else (), source=path.name)

@@ -283,7 +283,7 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
             hint = " (a weights-only .h5 goes with --weights and --arch)" if path.suffix.lower() != ".keras" else ""
             raise ModelError(f"cannot load the model {model_path}: {_first_line(exc)}{hint}") from None
     input_size, outputs = _model_shape(model, model_path)
-    classes = _classes(named, classes_path, outputs)
+    classes = _classes(named, classes_path, outputs, source=path.name)
     normalization = "none" if _starts_by_scaling(model) else DEFAULT_CUSTOM_NORMALIZATION
     classifier = Classifier(model, "custom", str(path), used_device, input_size, classes, normalization,
                             ends_in_probabilities=_ends_in_probabilities(model), parameters=model.count_params())
@@ -339,7 +339,7 @@ def _read_classes(classes_path):
     return read_class_file(classes_path) if classes_path is not None else None
 
 
-def _classes(classes, classes_path, outputs):
+def _classes(classes, classes_path, outputs, source=None):
     """The class names for a network with `outputs` outputs: the user's file, ImageNet's, or the indices."""
     if classes is not None:
         if len(classes) != outputs:
@@ -349,7 +349,7 @@ def _classes(classes, classes_path, outputs):
     if outputs == 1000:
         return imagenet_classes()
     # No names given: each class is called by its output index, so results still read.
-    return ClassIndex(labels=tuple(str(i) for i in range(outputs)))
+    return ClassIndex(labels=tuple(str(i) for i in range(outputs)), source=source)
 
 
 def _first_line(exc):

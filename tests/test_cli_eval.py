@@ -234,6 +234,19 @@ def test_bad_class_folder_is_one_error_line(cli_run, weights_file, tmp_path, pre
     assert result.stderr == f"resclassify: error: {tmp_path / 'data' / folder_name}: {message}\n"
 
 
+def test_bad_class_folder_with_a_classes_file_names_that_file(cli_run, tmp_path, predicted_images):
+    # The folders are checked against the classes in use, before the model is even loaded.
+    (tmp_path / "flowers.txt").write_text("rose\ntulip\n")
+    for name in ("rose", "tabby"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        shutil.copy(predicted_images[0][0], tmp_path / "data" / name / "a.jpg")
+    result = cli_run("eval", "--model", tmp_path / "flowers.keras", "--classes", tmp_path / "flowers.txt",
+                     tmp_path / "data")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (f"resclassify: error: {tmp_path / 'data' / 'tabby'}: \"tabby\" is not a class of "
+                             "flowers.txt (a label or an index 0..1); no label is close\n")
+
+
 def test_flat_folder_without_labels(cli_run, weights_file, tmp_path, predicted_images):
     (tmp_path / "data").mkdir()
     shutil.copy(predicted_images[0][0], tmp_path / "data" / "a.jpg")

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from resclassify.datasets import DEVKIT_IMAGE_NAME, find_ground_truth, resolve_class_name
+from resclassify.datasets import DEVKIT_IMAGE_NAME, ClassNameError, find_ground_truth, resolve_class_name
 from resclassify.errors import DatasetError
-from resclassify.labels import ilsvrc2012_id_to_wnid, imagenet_classes
+from resclassify.labels import ilsvrc2012_id_to_wnid, imagenet_classes, read_class_file
 
 CLASSES = imagenet_classes()
 
@@ -90,6 +90,52 @@ def test_folder_out_of_range_or_far_from_any_label(tmp_path, name):
     touch(tmp_path / name / "a.jpg")
     with pytest.raises(DatasetError, match=r"is not an ImageNet class .*; (no label is close|nearest labels: )"):
         find_ground_truth(tmp_path)
+
+
+def flowers(tmp_path, text="rose\ntulip\ndaisy\n"):
+    (tmp_path / "flowers.txt").write_text(text)
+    return read_class_file(tmp_path / "flowers.txt")
+
+
+def test_a_users_classes_are_named_in_class_errors(tmp_path):
+    classes = flowers(tmp_path)
+    touch(tmp_path / "data" / "tulip" / "a.jpg")
+    touch(tmp_path / "data" / "tulpi" / "b.jpg")
+    with pytest.raises(DatasetError) as caught:
+        find_ground_truth(tmp_path / "data", classes=classes)
+    assert str(caught.value) == (f'{tmp_path / "data" / "tulpi"}: "tulpi" is not a class of flowers.txt '
+                                 f"(a label or an index 0..2); nearest labels: tulip")
+    # ImageNet's names mean nothing here: a WordNet id is no class of flowers.txt.
+    assert resolve_class_name("2", classes) == (2, "index")
+    with pytest.raises(ClassNameError) as caught:
+        resolve_class_name("n02123045", classes)
+    assert str(caught.value) == '"n02123045" is not a class of flowers.txt (a label or an index 0..2); no label is close'
+
+
+def test_a_label_twice_in_a_users_classes_says_to_use_the_index(tmp_path):
+    classes = flowers(tmp_path, "rose\ntulip\nrose\n")
+    with pytest.raises(ClassNameError) as caught:
+        resolve_class_name("rose", classes)
+    assert str(caught.value) == '"rose" names 2 classes of flowers.txt, index 0 and index 2; use the index instead'
+    with_wnids = flowers(tmp_path, "index\twnid\tlabel\n0\tn1\trose\n1\tn2\ttulip\n2\tn3\trose\n")
+    with pytest.raises(ClassNameError) as caught:
+        resolve_class_name("rose", with_wnids)
+    assert str(caught.value) == ('"rose" names 2 classes of flowers.txt, n1 (index 0, rose) and n3 (index 2, rose); '
+                                 "use the WordNet id instead")
+    with pytest.raises(ClassNameError) as caught:
+        resolve_class_name("lily", with_wnids)
+    assert str(caught.value) == '"lily" is not a class of flowers.txt (a WordNet id, a label or an index 0..2); ' \
+                                "no label is close"
+
+
+def test_devkit_labels_with_a_users_classes_are_an_error_not_a_crash(tmp_path):
+    folder = flat(tmp_path, [DEVKIT_IMAGE_NAME.format(1) + ".JPEG"])
+    labels = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    labels.write_text("490\n")
+    with pytest.raises(DatasetError) as caught:
+        find_ground_truth(folder, labels, classes=flowers(tmp_path))
+    assert str(caught.value) == f"{labels}: line 1: ILSVRC2012 class ID 490 is n01751748, which is not a class of " \
+                                "flowers.txt"
 
 
 def test_flat_folder_without_labels_is_an_error(tmp_path):
