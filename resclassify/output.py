@@ -206,6 +206,87 @@ def _plural(count, word):
     return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
+SUMMARY_LABEL_WIDTH = 15
+
+
+def summary_heading(report):
+    """The summary's first line: what was evaluated."""
+    return f"Evaluation of {report['folder']}" if report.get("folder") else "Evaluation"
+
+
+def summary_fields(report):
+    """The summary's labelled lines as (label, text), in order; a label of "" continues the line above.
+
+    The terminal summary and the HTML report both show these, so the two always say the same.
+    """
+    images = report["images"]
+    model = report["model"]
+    fields = [("Ground truth", report["ground_truth"]["layout"])]
+    if report["ground_truth"]["labels_file"]:
+        fields.append(("Labels file", report["ground_truth"]["labels_file"]))
+    if report["ground_truth"]["real_labels_file"]:
+        fields.append(("ReaL labels", report["ground_truth"]["real_labels_file"]))
+    fields.append(("Model", model_line(model)))
+    fields.append(("Preprocessing", report["preprocessing"]["description"]))
+    counts = [f"{images['evaluated']:,} evaluated", f"{images['failed']:,} failed", f"{images['skipped']:,} skipped"]
+    if images["limit"] is not None:
+        counts.append(f"{images['not_run']:,} not run (--limit {images['limit']})")
+    fields.append(("Images", f"{', '.join(counts)} (of {_plural(images['found'], 'image file')} found)"))
+    if images["failed"]:
+        fields.append(("", "failed images are left out of every figure below, numerator and denominator"))
+    return fields
+
+
+def model_line(model):
+    """Which network produced the figures: arch and weights (or the user's model), device, precision."""
+    if model["arch"] == "custom":
+        line = f"{model['weights']} ({model['classes']:,} classes), on {model['device']}, {model['precision']}"
+    else:
+        line = f"{model['arch']}, weights {model['weights']}, on {model['device']}, {model['precision']}"
+    if model.get("backend"):
+        line += f", {model['backend']} backend"
+    return line
+
+
+def unmatched_lines(report):
+    """Skipped images and labels without an image: counted, the first few named."""
+    lines = [f"skipped, {reason}: {first_few['count']:,} ({_and_more(first_few)})"
+             for reason, first_few in report["skipped"].items()]
+    lines += [f"labels with no image, in {source}: {first_few['count']:,} ({_and_more(first_few)})"
+              for source, first_few in report["labels_without_image"].items()]
+    return lines
+
+
+ACCURACY_COLUMNS = ("", "accuracy", "95% CI", "error", "correct")
+
+
+def accuracy_rows(report):
+    """One row of text cells per top-k figure, under ACCURACY_COLUMNS."""
+    evaluated = report["images"]["evaluated"]
+    rows = []
+    for name, figure in report["accuracy"].items():
+        interval = figure["ci95_percent"]
+        rows.append((f"top-{name[3:]}", _format_percent(figure["accuracy_percent"]),
+                     "n/a" if interval is None else f"{interval[0]:.2f}–{interval[1]:.2f}%",
+                     _format_percent(figure["error_percent"]), f"{figure['correct']:,}/{evaluated:,}"))
+    return rows
+
+
+def confidence_line(report):
+    return f"Confidence intervals: {report['confidence_interval']}."
+
+
+def throughput_line(report):
+    """Images/s and wall time, or None when the report has no timing (built from prediction files)."""
+    throughput = report.get("throughput")
+    if not throughput or throughput.get("seconds") is None:
+        return None
+    images = report["images"]
+    rate = throughput["images_per_second"]
+    return (f"Throughput: {'n/a' if rate is None else f'{rate:,.1f}'} images/s "
+            f"({images['evaluated'] + images['failed']:,} images in {throughput['seconds']:.2f} s)")
+
+
 def print_eval_summary(report, stream):
     """The human summary of an evaluation report, with rich tables."""
     from rich.console import Console
@@ -214,48 +295,27 @@ def print_eval_summary(report, stream):
     console = Console(file=stream, highlight=False, soft_wrap=False, width=None if stream.isatty() else 100)
     # Plain lines never wrap: a path broken across two lines could not be copied or grepped.
     out = functools.partial(console.print, markup=False, soft_wrap=True)
-    images = report["images"]
-    model = report["model"]
 
-    console.print(f"[bold]Evaluation of {report['folder']}[/bold]", highlight=False)
-    out(f"Ground truth:  {report['ground_truth']['layout']}")
-    if report["ground_truth"]["labels_file"]:
-        out(f"Labels file:   {report['ground_truth']['labels_file']}")
-    if report["ground_truth"]["real_labels_file"]:
-        out(f"ReaL labels:   {report['ground_truth']['real_labels_file']}")
-    if model["arch"] == "custom":
-        out(f"Model:         {model['weights']} ({model['classes']:,} classes), on {model['device']}, {model['precision']}")
-    else:
-        out(f"Model:         {model['arch']}, weights {model['weights']}, on {model['device']}, {model['precision']}")
-    out(f"Preprocessing: {report['preprocessing']['description']}")
-    out("")
-    counts = [f"{images['evaluated']:,} evaluated", f"{images['failed']:,} failed", f"{images['skipped']:,} skipped"]
-    if images["limit"] is not None:
-        counts.append(f"{images['not_run']:,} not run (--limit {images['limit']})")
-    out(f"Images:        {', '.join(counts)} (of {_plural(images['found'], 'image file')} found)")
-    if images["failed"]:
-        out("               failed images are left out of every figure below, numerator and denominator")
-    for reason, first_few in report["skipped"].items():
-        out(f"  skipped, {reason}: {first_few['count']:,} ({_and_more(first_few)})")
-    for source, first_few in report["labels_without_image"].items():
-        out(f"  labels with no image, in {source}: {first_few['count']:,} ({_and_more(first_few)})")
+    console.print(summary_heading(report), style="bold", markup=False, highlight=False)
+    for label, text in summary_fields(report):
+        if label == "Images":
+            out("")
+        out(f"{label + ':' if label else '':<{SUMMARY_LABEL_WIDTH}}{text}")
+    for line in unmatched_lines(report):
+        out(f"  {line}")
     out("")
 
     console.print("Accuracy", style="bold", markup=False, highlight=False)
     accuracy = Table()
-    for column in ("", "accuracy", "95% CI", "error", "correct"):
+    for column in ACCURACY_COLUMNS:
         accuracy.add_column(column, justify="left" if not column else "right")
-    for name, figure in report["accuracy"].items():
-        interval = figure["ci95_percent"]
-        accuracy.add_row(f"top-{name[3:]}", _format_percent(figure["accuracy_percent"]),
-                         "n/a" if interval is None else f"{interval[0]:.2f}–{interval[1]:.2f}%",
-                         _format_percent(figure["error_percent"]), f"{figure['correct']:,}/{images['evaluated']:,}")
+    for row in accuracy_rows(report):
+        accuracy.add_row(*row)
     console.print(accuracy)
-    out(f"Confidence intervals: {report['confidence_interval']}.")
-    throughput = report["throughput"]
-    rate = throughput["images_per_second"]
-    out(f"Throughput: {'n/a' if rate is None else f'{rate:,.1f}'} images/s "
-        f"({images['evaluated'] + images['failed']:,} images in {throughput['seconds']:.2f} s)")
+    out(confidence_line(report))
+    throughput = throughput_line(report)
+    if throughput:
+        out(throughput)
 
     if report["worst_classes"]:
         out("")
@@ -323,3 +383,4 @@ class EvalProgress:
         else:
             self.stream.write(text + "\n")
             self.stream.flush()
+
