@@ -1,6 +1,7 @@
 """Image files to network-ready arrays: open, orient, convert to 8-bit RGB, resize, crop, normalize."""
 
 import math
+import os
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -127,3 +128,39 @@ def normalize(batch, mode):
         x /= 255.0
         x = (x - np.asarray(TORCH_MEAN_RGB, dtype=np.float32)) / np.asarray(TORCH_STD_RGB, dtype=np.float32)
     return np.ascontiguousarray(x)
+
+
+def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80):
+    """A small JPEG of an image file (for the HTML report): (bytes, width, height), long side at most max_side.
+
+    Turned as its EXIF orientation says and made 8-bit RGB, as the network's input is.
+    Raises ImageError when the file cannot be read, e.g. when it has gone since it was classified.
+    """
+    import io
+    import stat
+
+    try:
+        # A FIFO or device that took the place of an image would block or never end.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageError(path, "not a regular file")
+        with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels and width * height > max_pixels:
+                raise ImageError(path, f"image is {width}x{height} pixels, over the limit of {max_pixels:,}")
+            if img.format == "JPEG":
+                # Decode at the smallest DCT scale that still gives twice the pixels needed.
+                img.draft("RGB", (2 * max_side, 2 * max_side))
+            img.load()
+            small = to_rgb(img)
+            small.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+            buffer = io.BytesIO()
+            small.save(buffer, format="JPEG", quality=quality, optimize=True)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(path, "no such file or directory") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "cannot identify image file") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(path, f"cannot decode image: {exc}") from None
+    return buffer.getvalue(), small.width, small.height
