@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import itertools
 import os
 import sys
 
@@ -184,6 +185,19 @@ def predict(inputs, top_k, format_name, json_lines, **options):
         sys.exit(1)
 
 
+def report_options(command):
+    """--report and --report-images, which eval and report share."""
+    from .report_html import DEFAULT_REPORT_IMAGES
+
+    command = click.option("--report-images", type=click.IntRange(min=0), default=DEFAULT_REPORT_IMAGES,
+                           show_default=True, metavar="N",
+                           help="At most N thumbnails in the --report page: the most confident mistakes "
+                                "first.")(command)
+    return click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.html",
+                        help="Also write a self-contained HTML page to look at: per-class accuracy, "
+                             "confusions and misclassified images with thumbnails.")(command)
+
+
 def record_file_option(name, help_text):
     def check_extension(ctx, param, value):
         if value is not None:
@@ -232,13 +246,14 @@ def open_for_writing(path, force):
 @record_file_option("--predictions-out", "Write one record per image (true label, top-k, hit@1, hit@5) "
                                          "as it is scored.")
 @record_file_option("--misclassified-out", "Write the images whose top-1 missed, with true and predicted labels.")
-@click.option("--force", is_flag=True, help="Overwrite existing --predictions-out/--misclassified-out files.")
+@report_options
+@click.option("--force", is_flag=True, help="Overwrite existing --predictions-out/--misclassified-out/--report files.")
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, metavar="PCT",
               help="Exit with status 1 when top-1 accuracy (in %) is below PCT.")
 @model_options
 @reports_errors
 def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, predictions_out, misclassified_out,
-                 force, fail_under, **options):
+                 report_path, report_images, force, fail_under, **options):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
@@ -250,6 +265,7 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
       resclassify eval imagenet/val
       resclassify eval val_flat --labels ILSVRC2012_validation_ground_truth.txt
       resclassify eval imagenetv2-matched-frequency --json --predictions-out run.jsonl
+      resclassify eval imagenet/val --report report.html
     """
     from .datasets import find_ground_truth
     from .evaluation import misclassified_record, reported_ks, run_evaluation
@@ -257,9 +273,11 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
     from .output import EvalProgress, open_misclassified_writer, open_predictions_writer, print_eval_summary, \
         write_json_report
 
-    outputs = [path for path in (predictions_out, misclassified_out) if path is not None]
-    if len(outputs) == 2 and os.path.abspath(outputs[0]) == os.path.abspath(outputs[1]):
-        raise click.UsageError("--predictions-out and --misclassified-out name the same file")
+    named = {"--predictions-out": predictions_out, "--misclassified-out": misclassified_out, "--report": report_path}
+    outputs = [path for path in named.values() if path is not None]
+    for first, second in itertools.combinations([(n, p) for n, p in named.items() if p is not None], 2):
+        if os.path.abspath(first[1]) == os.path.abspath(second[1]):
+            raise click.UsageError(f"{first[0]} and {second[0]} name the same file")
     for path in outputs:
         check_can_write(path, force)
     quiet = options["quiet"]
@@ -290,7 +308,15 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
         progress = stack.enter_context(
             EvalProgress(run_count, sys.stderr, enabled=sys.stderr.isatty() and not quiet))
 
+        collector = None
+        if report_path:
+            from .report_html import ReportCollector
+
+            collector = ReportCollector(report_images)
+
         def on_record(record):
+            if collector is not None:
+                collector.add(record)
             if "error" in record:
                 progress.line(f"resclassify: error: {record['path']}: {record['error']}")
             for writer, convert in writers:
@@ -307,6 +333,8 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
         write_json_report(report, sys.stdout)
     else:
         print_eval_summary(report, sys.stdout)
+    if report_path:
+        write_report_page(report_path, report, collector, force)
     status = 0
     failed = report["images"]["failed"]
     if failed:
@@ -319,6 +347,18 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
         report_error(f"top-1 accuracy {shown} is below --fail-under {fail_under:g}%")
         status = 1
     sys.exit(status)
+
+
+def write_report_page(path, report, collector, force):
+    """The HTML report, or one error line saying why it could not be written."""
+    from .output import write_html_report
+
+    try:
+        write_html_report(path, report, collector, force=force)
+    except FileExistsError:
+        raise CommandError(f"{path}: already exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def warn_about_unmatched(truth):

@@ -384,3 +384,65 @@ class EvalProgress:
             self.stream.write(text + "\n")
             self.stream.flush()
 
+
+# ---------------------------------------------------------------------------------------------
+# The HTML report (eval --report, resclassify report): a page of its own, written whole.
+
+def summary_parts(report):
+    """The terminal summary's pieces, in the terminal's own words, for the HTML report."""
+    return (summary_heading(report), summary_fields(report), unmatched_lines(report), accuracy_rows(report),
+            confidence_line(report), throughput_line(report))
+
+
+def write_html_report(path, report, collector, force=False):
+    """Write the self-contained HTML report to path: thumbnails made now, the page written whole.
+
+    collector is the report_html.ReportCollector that saw the run's records. The page goes to a
+    temporary file beside path and is renamed into place, so an interrupted run leaves no half page;
+    without force an existing file (even one that appeared meanwhile) is kept: FileExistsError.
+    """
+    from . import __version__
+    from .report_html import make_thumbnails, plan_thumbnails, render_page
+
+    examples, grid = plan_thumbnails(report, collector)
+    paths = [p for chosen in examples.values() for p in chosen] + [entry["path"] for entry in grid]
+    thumbnails = make_thumbnails(paths)
+    folder = os.path.dirname(os.path.abspath(path))
+    page = render_page(report, summary_parts(report), collector, examples, grid, thumbnails, folder, __version__)
+    write_file_atomically(path, page, force)
+
+
+def write_file_atomically(path, text, force=False):
+    """text to path through a hidden temporary file in the same folder and a rename.
+
+    Without force the file is linked into place, which fails if path exists by then.
+    """
+    import tempfile
+
+    folder, name = os.path.split(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o666 & ~_umask())
+        if force:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise
+            except OSError:
+                # A file system without hard links: the check and the rename are then two steps.
+                if os.path.exists(path):
+                    raise FileExistsError(path) from None
+                os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
