@@ -303,9 +303,11 @@ def _card(entry, thumbnails, report_folder):
             f'<ol class="preds">{"".join(predictions)}</ol></figcaption></figure>')
 
 
-def _misclassified_section(collector, grid, thumbnails, report_folder):
+def _misclassified_section(report, collector, grid, thumbnails, report_folder):
     total = collector.misclassified
-    if total == 0:
+    if report["images"]["evaluated"] == 0:
+        note = "No image was evaluated."
+    elif total == 0:
         note = "No top-1 mistakes."
     elif len(grid) < total:
         note = (f"The {len(grid):,} most confident of {total:,} misclassified images (top-1 probability, "
@@ -340,7 +342,7 @@ def render_page(report, summary, collector, examples, grid, thumbnails, report_f
         _summary_section(report, summary),
         _per_class_section(report),
         _confusions_section(report, examples, thumbnails, report_folder),
-        _misclassified_section(collector, grid, thumbnails, report_folder),
+        _misclassified_section(report, collector, grid, thumbnails, report_folder),
         _failed_section(report),
     ]
     nav = "".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in (

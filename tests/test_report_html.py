@@ -282,6 +282,21 @@ def test_existing_file_kept_without_force_and_no_half_page_left(tmp_path, evalua
     assert os.listdir(fresh.parent) == []
 
 
+def test_a_run_where_nothing_could_be_read(tmp_path, model):
+    folder = tmp_path / "data" / CLASSES.wnids[281]
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes(b"not an image")
+    records = []
+    report = resclassify.evaluate(tmp_path / "data", model, on_record=records.append)
+    dom = parse_page(build_page(tmp_path / "report.html", report, records))
+    tiles = dom.find(id="summary").find_all("div", class_="tile-value")
+    assert [tile.text for tile in tiles] == ["n/a", "n/a"]
+    assert dom.find(id="class-table").find("tbody").find_all("tr") == []
+    assert dom.find(id="misclassified").find("p").text == "No image was evaluated."
+    assert [td.text for td in dom.find(id="unreadable").find_all("td")] == [
+        str(folder / "a.jpg"), "cannot identify image file"]
+
+
 def test_memory_stays_bounded_and_the_choice_is_fixed(tmp_path):
     """20,000 mistakes in random order: the collector keeps 50, the 50 most confident, ties by path."""
     rng = np.random.default_rng(0)
