@@ -1,8 +1,8 @@
 """resclassify: label images and measure top-1/top-5 error with Keras's ImageNet ResNet50."""
 
 from .config import Preprocessing, resolve_preprocessing
-from .errors import (DatasetError, DeviceError, ImageError, InputError, ModelError, ResclassifyError,
-                     WeightsError)
+from .errors import (BackendError, ChoiceError, DatasetError, DeviceError, ImageError, InputError, ModelError,
+                     ResclassifyError, WeightsError)
 from .datasets import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
@@ -11,12 +11,13 @@ __version__ = "0.1.0"
 __all__ = [
     "classify", "evaluate", "find_ground_truth", "load_model", "Preprocessing", "resolve_preprocessing",
     "ResclassifyError", "InputError", "ImageError", "DatasetError", "WeightsError", "ModelError", "DeviceError",
+    "BackendError", "ChoiceError",
     "__version__",
 ]
 
 
 def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None, device="auto", precision="float32",
-               threads=None, offline=False, verbose=False, progress=False, notice=None):
+               threads=None, backend=None, offline=False, verbose=False, progress=False, notice=None):
     """The network, ready to classify.
 
     Either one of Keras's ImageNet ResNets (arch) with its weights: "imagenet" (Keras's cache,
@@ -24,18 +25,28 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     user's own Keras model file (.keras or full-model .h5). classes is a classes file naming
     the outputs (one label per line, or a TSV/CSV with a label column); without it, 1000
     outputs are ImageNet's classes and other counts are named by index. precision float32,
-    bfloat16 or float16 (the built-in ResNets). notice, if given, receives one-line messages
-    worth showing (a damaged cached file being fetched again).
+    bfloat16 or float16 (the built-in ResNets). backend "tensorflow" or "jax" (default: the
+    KERAS_BACKEND variable, else TensorFlow when installed); one process runs one backend.
+    notice, if given, receives one-line messages worth showing (a damaged cached file being
+    fetched again, a batch halved when the device runs out of memory). An unknown arch,
+    precision, device or backend raises ChoiceError.
     """
+    from . import backends
+    from .archs import ARCH_CHOICES
+    from .config import PRECISION_CHOICES, check_choice
     from .model import load_classifier, load_custom_classifier
     from .weights import resolve_weights
 
+    check_choice("precision", precision, PRECISION_CHOICES)
+    # Before any download: a backend that is not installed is the first thing to say.
+    backend = backends.resolve(backend)
     if model is not None:
         return load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
-                                      classes_path=classes)
+                                      classes_path=classes, backend=backend, notice=notice)
+    check_choice("architecture", arch, ARCH_CHOICES)
     path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
     return load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
-                           classes_path=classes)
+                           classes_path=classes, backend=backend, notice=notice)
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None,
@@ -52,7 +63,8 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
         preprocessing = model.preprocessing()
     for scored in score(paths, model, preprocessing, batch_size=batch_size, workers=workers,
                         max_pixels=max_pixels):
-        yield prediction_record(scored, model.classes, top_k, model_name=model.name)
+        yield prediction_record(scored, model.classes, top_k, model_name=model.name,
+                                backend=model.backend)
 
 
 def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, batch_size=32,

@@ -9,8 +9,8 @@ import sys
 import click
 
 from . import __version__
-from .config import (ARCH_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES, NORMALIZE_MODES, PRECISION_CHOICES,
-                     PREPROCESS_CHOICES)
+from .config import (ARCH_CHOICES, BACKEND_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES, NORMALIZE_MODES,
+                     PRECISION_CHOICES, PREPROCESS_CHOICES)
 from .errors import ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
 from .output import FORMATS, record_file_format
@@ -82,15 +82,18 @@ def model_options(command):
                      help="Decode large JPEGs at full size instead of at a reduced DCT scale."),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                      help="Images per network call."),
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+                     help="The Keras backend that runs the network [default: $KERAS_BACKEND, else tensorflow "
+                          "when installed, else jax]."),
         click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
-                     help="auto: the GPU when TensorFlow sees one."),
+                     help="auto: the GPU when the backend sees one."),
         click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="float32", show_default=True,
                      help="Compute precision: bfloat16 is faster on CPUs that have it, float16 on GPUs."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="CPU threads for decoding and the network [default: all cores]."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                      help="Refuse images with more pixels than this, before decoding them."),
-        click.option("-v", "--verbose", is_flag=True, help="Show TensorFlow's own log messages on stderr."),
+        click.option("-v", "--verbose", is_flag=True, help="Show the backend's own log messages on stderr."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars or warnings on stderr."),
     ]
     for option in reversed(options):
@@ -99,16 +102,19 @@ def model_options(command):
 
 
 def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, preprocess_mode, exact_decode,
-               device, precision, threads, verbose, quiet, **_unused):
+               backend, device, precision, threads, verbose, quiet, **_unused):
     """The network and the preprocessing it needs, from model_options' values (pass them all: **options)."""
     from . import load_model
 
     if model_path is not None and (arch is not None or weights is not None):
         raise click.UsageError("--model is a whole model: it does not go with --arch or --weights")
     classifier = load_model(weights or "imagenet", arch=arch or DEFAULT_ARCH, model=model_path,
-                            classes=classes_path, device=device, precision=precision, threads=threads,
-                            offline=offline,
-                            verbose=verbose, progress=not quiet, notice=None if quiet else report_warning)
+                            classes=classes_path, backend=backend, device=device, precision=precision,
+                            threads=threads, offline=offline, verbose=verbose, progress=not quiet,
+                            notice=None if quiet else report_warning)
+    if precision == "float16" and classifier.device == "cpu" and not quiet:
+        report_warning("--precision float16 on a CPU is slow (CPUs emulate most float16 arithmetic); "
+                       "bfloat16 or float32 are faster there")
     if model_path is not None and classes_path is None and len(classifier.classes) != 1000 and not quiet:
         report_warning(f"no --classes file: {classifier.name}'s {len(classifier.classes)} classes are "
                        "named by their output index")
@@ -122,7 +128,7 @@ def describe_run(classifier, preprocessing):
         network = f"{classifier.name} ({len(classifier.classes)} classes)"
     else:
         network = f"{classifier.arch}, weights {os.path.basename(classifier.weights)}"
-    return f"{network} · {preprocessing.describe()}"
+    return f"{network} · {classifier.backend} on {classifier.device} · {preprocessing.describe()}"
 
 
 def format_options(command):

@@ -3,24 +3,17 @@
 import math
 from dataclasses import asdict, dataclass
 
+from .archs import ARCH_CHOICES, DEFAULT_ARCH  # noqa: F401 (the built-in networks are listed in archs.py)
+from .errors import ChoiceError
+
 # Each list of choices lives here and only here; the CLI and the library read these.
 PREPROCESS_CHOICES = ("center-crop", "squash")
 NORMALIZE_MODES = ("caffe", "tf", "torch", "none")
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 PRECISION_CHOICES = ("float32", "bfloat16", "float16")
+# The Keras backends resclassify runs on (backends/ has a module for each).
+BACKEND_CHOICES = ("tensorflow", "jax")
 
-# Keras's ImageNet ResNets and the normalization each was trained with: the v1 models use caffe
-# mode (BGR, ImageNet mean subtracted), the v2 models scale RGB to [-1, 1] (tf mode).
-ARCH_NORMALIZATION = {
-    "resnet50": "caffe",
-    "resnet101": "caffe",
-    "resnet152": "caffe",
-    "resnet50v2": "tf",
-    "resnet101v2": "tf",
-    "resnet152v2": "tf",
-}
-ARCH_CHOICES = tuple(ARCH_NORMALIZATION)
-DEFAULT_ARCH = "resnet50"
 # A user's own model that does not say otherwise is most likely a fine-tuned ResNet50 (caffe).
 DEFAULT_CUSTOM_NORMALIZATION = "caffe"
 
@@ -75,11 +68,9 @@ def resolve_preprocessing(name="center-crop", *, size=None, mode=None, exact_dec
     which calls this with them; every entry point given no preprocessing asks the model. Called
     without them, the constants are Preprocessing's own field defaults (ResNet50's 224, caffe).
     """
-    if name not in PREPROCESS_CHOICES:
-        raise ValueError(f"unknown preprocessing {name!r}; choose from {', '.join(PREPROCESS_CHOICES)}")
+    check_choice("preprocessing", name, PREPROCESS_CHOICES)
     mode = mode or Preprocessing.mode
-    if mode not in NORMALIZE_MODES:
-        raise ValueError(f"unknown normalization {mode!r}; choose from {', '.join(NORMALIZE_MODES)}")
+    check_choice("normalization", mode, NORMALIZE_MODES)
     return Preprocessing(
         name=name,
         size=size or Preprocessing.size,
@@ -87,3 +78,10 @@ def resolve_preprocessing(name="center-crop", *, size=None, mode=None, exact_dec
         mode=mode,
         exact_decode=exact_decode,
     )
+
+
+def check_choice(what, value, choices):
+    """value if it is one of choices; else the one error every unknown choice raises (ChoiceError)."""
+    if value not in choices:
+        raise ChoiceError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")
+    return value

@@ -32,3 +32,11 @@ class ModelError(ResclassifyError):
 
 class DeviceError(ResclassifyError):
     """The requested device is not available."""
+
+
+class BackendError(ResclassifyError):
+    """The requested Keras backend is not installed, or this process already runs another one."""
+
+
+class ChoiceError(ResclassifyError, ValueError):
+    """A value outside its list of choices (architecture, precision, device, backend, normalization)."""

@@ -107,7 +107,8 @@ def _report(truth, model, preprocessing, ks, limit, run, tally, failed, seconds)
         "folder": truth.folder,
         "ground_truth": {"layout": truth.layout, "labels_file": truth.labels_file,
                          "real_labels_file": truth.real_labels_file},
-        "model": {"name": model.name, "arch": model.arch, "weights": model.weights, "device": model.device,
+        "model": {"name": model.name, "arch": model.arch, "weights": model.weights,
+                  "backend": model.backend, "device": model.device,
                   "precision": model.precision, "classes": len(model.classes)},
         "preprocessing": {**preprocessing.as_dict(), "description": preprocessing.describe()},
         "images": {

@@ -1,4 +1,4 @@
-"""Image files to network-ready arrays: open, orient, convert to 8-bit RGB, resize, crop, normalize."""
+"""Image files to network-ready uint8 arrays: open, orient, convert to 8-bit RGB, resize, crop."""
 
 import math
 import os
@@ -6,7 +6,6 @@ import os
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .config import CAFFE_MEAN_BGR, TORCH_MEAN_RGB, TORCH_STD_RGB
 from .errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -113,21 +112,6 @@ def resize(img, preprocessing):
     left = int(round((new_size[0] - size) / 2.0))
     top = int(round((new_size[1] - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
-
-
-def normalize(batch, mode):
-    """uint8 RGB batch to the float32 input the network was trained on (Keras's preprocess_input)."""
-    if mode == "caffe":
-        # One pass: RGB to BGR, to float32 and mean subtraction together (a third of the time of three).
-        return np.subtract(batch[..., ::-1], np.asarray(CAFFE_MEAN_BGR, dtype=np.float32), dtype=np.float32)
-    x = batch.astype(np.float32)
-    if mode == "tf":
-        x /= 127.5
-        x -= 1.0
-    elif mode == "torch":
-        x /= 255.0
-        x = (x - np.asarray(TORCH_MEAN_RGB, dtype=np.float32)) / np.asarray(TORCH_STD_RGB, dtype=np.float32)
-    return np.ascontiguousarray(x)
 
 
 def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80):

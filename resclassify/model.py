@@ -1,99 +1,29 @@
-"""The only module that imports TensorFlow (lazily): builds the network, loads weights, runs batches."""
+"""Builds and loads the network through a backend (backends/); uint8 batches in, probabilities out."""
 
 import contextlib
 import functools
-import os
-import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .config import (ARCH_CHOICES, ARCH_NORMALIZATION, DEFAULT_CUSTOM_NORMALIZATION, DEFAULT_SIZE,
-                     DEVICE_CHOICES, PRECISION_CHOICES, resolve_preprocessing)
+from . import backends
+from .archs import ARCHS, ARCH_CHOICES, arch_from_layer_names
+from .config import (DEFAULT_CUSTOM_NORMALIZATION, DEFAULT_SIZE, NORMALIZE_MODES, PRECISION_CHOICES, check_choice,
+                     resolve_preprocessing)
 from .errors import DeviceError, ModelError, WeightsError
 from .labels import ClassIndex, imagenet_classes, read_class_file
 
-_tensorflow_module = None
 _classifiers = {}
-
-
-@contextlib.contextmanager
-def native_stderr_silenced(enabled=True):
-    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up logging ignores Python."""
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def tensorflow(verbose=False):
-    """Import TensorFlow once, without its start-up noise unless verbose."""
-    global _tensorflow_module
-    if _tensorflow_module is None:
-        if not verbose and not os.environ.get("TF_CPP_MIN_LOG_LEVEL"):
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        with native_stderr_silenced(not verbose):
-            import tensorflow as tf
-
-            if not verbose:
-                tf.get_logger().setLevel("ERROR")
-                import absl.logging
-
-                absl.logging.set_verbosity(absl.logging.ERROR)
-        _tensorflow_module = tf
-    return _tensorflow_module
-
-
-def configure_device(tf, device, threads=None):
-    """Pick CPU or GPU and thread counts; must run before TensorFlow creates its first tensor."""
-    if device not in DEVICE_CHOICES:
-        raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICE_CHOICES)}")
-    gpus = tf.config.list_physical_devices("GPU")
-    if device == "gpu" and not gpus:
-        raise DeviceError("--device gpu: TensorFlow sees no GPU on this machine (use --device cpu or auto)")
-    try:
-        if device == "cpu":
-            tf.config.set_visible_devices([], "GPU")
-            gpus = []
-        for gpu in gpus:
-            # Take GPU memory as needed instead of the whole card.
-            tf.config.experimental.set_memory_growth(gpu, True)
-        if threads:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-    except RuntimeError:
-        # Already initialised by an earlier model in this process: its settings stand.
-        pass
-    return "gpu" if gpus else "cpu"
-
-
-# A run of at most this many images calls the network eagerly: tracing a graph costs more
-# than it saves for one tiny batch, and an eager first call grows slow with batch size
-# (measured here, first call in a fresh process: 4 images eager 0.56 s, traced 0.79 s;
-# 32 images eager 7.5 s, traced 1.6 s).
-EAGER_MAX_BATCH = 4
 
 
 @dataclass
 class Classifier:
-    """A loaded network: float32 batches in, class probabilities out.
+    """A loaded network: uint8 batches in, class probabilities out.
 
-    arch is one of config.ARCH_CHOICES, or "custom" for a user's own model (then weights is
+    arch is one of archs.ARCH_CHOICES, or "custom" for a user's own model (then weights is
     the model file); normalization is what the network expects unless the user says otherwise.
+    It runs inside the compiled network function, on the device: batches travel as uint8.
     """
 
     keras_model: object
@@ -104,9 +34,12 @@ class Classifier:
     classes: object
     normalization: str = "caffe"
     precision: str = "float32"
+    backend: str = "tensorflow"
     ends_in_probabilities: bool = False
     parameters: int = 0  # of the network as built, before batch norms are folded
-    _graph: object = field(default=None, repr=False)
+    notice: object = field(default=None, repr=False)  # called with one-line messages (a smaller batch)
+    _functions: dict = field(default_factory=dict, repr=False)
+    _batch_limit: int = field(default=None, repr=False)  # set when the device ran out of memory
 
     @property
     def name(self):
@@ -118,38 +51,90 @@ class Classifier:
         return resolve_preprocessing(name, size=self.input_size, mode=mode or self.normalization,
                                      exact_decode=exact_decode)
 
-    def _probabilities(self, batch):
-        import tensorflow as tf
+    def predict(self, batch, pad_to=None, normalization=None):
+        """Probabilities (float32, one row per image) for a uint8 batch of shape (n, size, size, 3).
 
-        outputs = tf.cast(self.keras_model(batch, training=False), tf.float32)
-        # Softmax in float32 whatever the compute precision, so probabilities keep their digits.
-        return outputs if self.ends_in_probabilities else tf.nn.softmax(outputs, axis=-1)
-
-    def predict(self, batch, pad_to=None):
-        """Probabilities for a normalized batch; padded to pad_to rows so its shape never changes."""
+        normalization (default: the network's own) is applied on the device. The batch is padded
+        to pad_to rows so its shape, and so the compiled function, never changes. When the device
+        runs out of memory, the batch is split in halves (down to one image) and the smaller size
+        kept for later batches; notice is told.
+        """
+        mode = check_choice("normalization", normalization or self.normalization, NORMALIZE_MODES)
         count = len(batch)
-        if pad_to and count < pad_to:
-            padding = np.zeros((pad_to - count,) + batch.shape[1:], dtype=batch.dtype)
+        size = max(count, pad_to or 0)
+        while True:
+            limit = min(size, self._batch_limit or size)
+            try:
+                if limit == size:
+                    return self._run(mode, batch, size)
+                return np.concatenate([self._run(mode, batch[i:i + limit], limit) for i in range(0, count, limit)])
+            except Exception as exc:
+                if not _runtime(self.backend).is_out_of_memory(exc):
+                    raise
+                if limit == 1:
+                    raise DeviceError(f"out of {self.device} memory even at batch size 1") from exc
+                self._batch_limit = limit // 2
+                if self.notice is not None:
+                    self.notice(f"out of {self.device} memory at batch size {limit}; "
+                                f"retrying at {self._batch_limit} (pass --batch-size {self._batch_limit})")
+
+    def _run(self, mode, batch, rows):
+        count = len(batch)
+        if count < rows:
+            padding = np.zeros((rows - count,) + batch.shape[1:], dtype=batch.dtype)
             batch = np.concatenate([batch, padding])
-        if len(batch) <= EAGER_MAX_BATCH and self._graph is None:
-            probabilities = self._probabilities(batch)
-        else:
-            if self._graph is None:
-                # A traced graph runs about 1.5x faster than eager calls; fixed shapes trace it once.
-                self._graph = tensorflow().function(self._probabilities)
-            probabilities = self._graph(batch)
-        return np.asarray(probabilities, dtype=np.float32)[:count]
+        function = self._functions.get(mode)
+        if function is None:
+            function = self._functions[mode] = _runtime(self.backend).compile_network(
+                self.keras_model, _network_body(mode, self.ends_in_probabilities))
+        return np.asarray(function(batch), dtype=np.float32)[:count]
 
 
-# keras.applications constructor for each --arch.
-_ARCH_BUILDERS = {
-    "resnet50": "ResNet50",
-    "resnet101": "ResNet101",
-    "resnet152": "ResNet152",
-    "resnet50v2": "ResNet50V2",
-    "resnet101v2": "ResNet101V2",
-    "resnet152v2": "ResNet152V2",
-}
+def _runtime(name):
+    return backends.module(name)
+
+
+def _network_body(mode, ends_in_probabilities):
+    """What runs on the device for each batch: uint8 pixels -> normalized float32 -> network -> probabilities."""
+    import keras
+
+    def body(call, pixels):
+        inputs = backends.normalize(keras.ops.cast(pixels, "float32"), mode)
+        outputs = keras.ops.cast(call(inputs), "float32")
+        # Softmax in float32 whatever the compute precision, so probabilities keep their digits.
+        return outputs if ends_in_probabilities else keras.ops.softmax(outputs, axis=-1)
+
+    return body
+
+
+@contextlib.contextmanager
+def _weights_not_drawn():
+    """Build a network without drawing random initial weights: the loaded file replaces them all.
+
+    On JAX each random initializer compiles a kernel per weight shape: 18 s of ResNet50's 20 s
+    build on 2 cores, 2 s without. Zeros cost nothing on any backend. Keras's initializers call
+    the backend's random module by attribute, so it is swapped there, for the build only.
+    """
+    import keras
+
+    try:
+        from keras.src.backend import random as backend_random
+    except ImportError:  # another Keras layout: build as Keras does, only slower
+        yield
+        return
+    names = [n for n in ("uniform", "normal", "truncated_normal") if hasattr(backend_random, n)]
+    saved = {n: getattr(backend_random, n) for n in names}
+
+    def zeros(shape, *args, dtype=None, **kwargs):
+        return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype or keras.config.floatx()))
+
+    for n in names:
+        setattr(backend_random, n, zeros)
+    try:
+        yield
+    finally:
+        for n, function in saved.items():
+            setattr(backend_random, n, function)
 
 
 def fold_batch_norms(model):
@@ -184,7 +169,8 @@ def fold_batch_norms(model):
             config["use_bias"] = True
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    with _weights_not_drawn():  # every weight is set below
+        clone = keras.models.clone_model(model, clone_function=clone_layer)
     for layer in model.layers:
         if layer.name in folded or not layer.weights:
             continue
@@ -192,11 +178,11 @@ def fold_batch_norms(model):
         if layer.name in folds:
             bn = folds[layer.name]
             channels = weights[0].shape[-1]
-            gamma = bn.gamma.numpy() if bn.scale else np.ones(channels, np.float32)
-            beta = bn.beta.numpy() if bn.center else np.zeros(channels, np.float32)
-            scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            gamma = np.asarray(bn.gamma) if bn.scale else np.ones(channels, np.float32)
+            beta = np.asarray(bn.beta) if bn.center else np.zeros(channels, np.float32)
+            scale = gamma / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon)
             bias = weights[1] if layer.use_bias else np.zeros(channels, np.float32)
-            weights = [weights[0] * scale, (bias - bn.moving_mean.numpy()) * scale + beta]
+            weights = [weights[0] * scale, (bias - np.asarray(bn.moving_mean)) * scale + beta]
         clone.get_layer(layer.name).set_weights(weights)
     return clone
 
@@ -215,78 +201,120 @@ def _passthrough_class():
 
 
 def load_classifier(weights_path, arch="resnet50", device="auto", *, precision="float32", threads=None,
-                    verbose=False, classes_path=None):
-    """Build one of Keras's ResNets and load a weights file; cached per (file, arch, device, precision, classes)."""
-    if arch not in _ARCH_BUILDERS:
-        raise WeightsError(f"unknown architecture {arch!r}; choose from {', '.join(ARCH_CHOICES)}")
-    if precision not in PRECISION_CHOICES:
-        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISION_CHOICES)}")
-    key = (str(weights_path), arch, device, precision, str(classes_path))
+                    verbose=False, classes_path=None, backend=None, notice=None):
+    """Build one of Keras's ResNets on a backend and load a weights file.
+
+    Cached per (file, arch, device, precision, classes, backend). backend None means the one
+    backends.resolve picks (KERAS_BACKEND, else TensorFlow). notice receives one-line messages
+    worth showing while it runs (a batch halved after the device ran out of memory).
+    """
+    check_choice("architecture", arch, ARCH_CHOICES)
+    check_choice("precision", precision, PRECISION_CHOICES)
+    backend = backends.resolve(backend)
+    key = (str(weights_path), arch, device, precision, str(classes_path), backend)
     if key in _classifiers:
-        return _classifiers[key]
+        return _remember_notice(_classifiers[key], notice)
     classes = _classes(_read_classes(classes_path), classes_path, 1000)
-    tf = tensorflow(verbose)
-    with native_stderr_silenced(not verbose):
-        # Probing for GPUs logs CUDA errors from C++ on machines without one.
-        used_device = configure_device(tf, device, threads)
+    runtime = backends.activate(backend, verbose)
+    used_device = runtime.configure(device, threads, verbose)
+    with backends.native_stderr_silenced(not verbose):
         import keras
 
-        build = getattr(keras.applications, _ARCH_BUILDERS[arch])
+        build = getattr(keras.applications, ARCHS[arch].builder)
         previous_policy = keras.config.dtype_policy()
         if precision != "float32":
             # Weights stay float32; layers compute in the lower precision.
             keras.config.set_dtype_policy(f"mixed_{precision}")
         try:
-            model = build(weights=None, classifier_activation=None)
+            with _weights_not_drawn():
+                model = build(weights=None, classifier_activation=None)
         finally:
             keras.config.set_dtype_policy(previous_policy)
         try:
             model.load_weights(str(weights_path))
         except Exception as exc:  # Keras and h5py raise many kinds for a file that is not weights
-            raise WeightsError(f"cannot load {arch} weights from {weights_path}: {_first_line(exc)}") from None
+            # The full cause stays chained: RESCLASSIFY_DEBUG=1 shows it.
+            raise WeightsError(f"cannot load {arch} weights from {weights_path}: {_first_line(exc)}"
+                               f"{_other_arch_hint(weights_path, arch)}") from exc
         parameters = model.count_params()
         model = fold_batch_norms(model)
     classifier = Classifier(model, arch, str(weights_path), used_device, int(model.input_shape[1]), classes,
-                            ARCH_NORMALIZATION[arch], precision, parameters=parameters)
+                            ARCHS[arch].normalization, precision, backend, parameters=parameters, notice=notice)
     _classifiers[key] = classifier
     return classifier
 
 
+def _remember_notice(classifier, notice):
+    if notice is not None:
+        classifier.notice = notice
+    return classifier
+
+
+def _other_arch_hint(weights_path, arch):
+    """ " (looks like resnet101 weights: pass --arch resnet101)" when the file's layer names say so."""
+    guessed = arch_from_layer_names(_weights_file_names(weights_path))
+    if guessed is None or guessed == arch:
+        return ""
+    return f" (looks like {guessed} weights: pass --arch {guessed})"
+
+
+def _weights_file_names(path):
+    """Every group and dataset name in an HDF5 weights file (Keras 2's layout or Keras 3's .weights.h5)."""
+    try:
+        import h5py
+
+        names = []
+        with h5py.File(path, "r") as f:
+            names.extend(str(n) for n in _decoded(f.attrs.get("layer_names", ())))
+            f.visit(names.append)
+        return names
+    except Exception:  # not HDF5 at all: no hint to give
+        return []
+
+
+def _decoded(values):
+    return [v.decode("utf8") if isinstance(v, bytes) else v for v in values]
+
+
 def load_custom_classifier(model_path, device="auto", *, precision="float32", threads=None, verbose=False,
-                           classes_path=None):
+                           classes_path=None, backend=None, notice=None):
     """A user's own Keras model (.keras, or a full-model .h5) with its class names; cached like the others.
 
     The input size is read from the model. Its normalization is "none" when the model starts
     with its own Rescaling or Normalization layer, else caffe (a fine-tuned keras.applications
     ResNet50 expects what ResNet50 does). Logits are turned into probabilities with a softmax.
     """
+    check_choice("precision", precision, PRECISION_CHOICES)
     path = Path(model_path).expanduser()
-    key = (str(path), "custom", device, str(classes_path))
-    if key in _classifiers:
-        return _classifiers[key]
     if precision != "float32":
         raise ModelError(f"--precision {precision} is for the built-in ResNets; a model file runs in the "
                          "precision it was saved with")
+    backend = backends.resolve(backend)
+    key = (str(path), "custom", device, str(classes_path), backend)
+    if key in _classifiers:
+        return _remember_notice(_classifiers[key], notice)
     if not path.is_file():
         raise ModelError(f"model {model_path}: {'is not a file' if path.exists() else 'no such file'}")
     if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise ModelError(f"model {model_path}: expected a .keras file or a full-model .h5 file")
-    named = _read_classes(classes_path)  # before TensorFlow: a wrong path should fail fast
-    tf = tensorflow(verbose)
-    with native_stderr_silenced(not verbose):
-        used_device = configure_device(tf, device, threads)
+    named = _read_classes(classes_path)  # before the backend starts: a wrong path should fail fast
+    runtime = backends.activate(backend, verbose)
+    used_device = runtime.configure(device, threads, verbose)
+    with backends.native_stderr_silenced(not verbose):
         import keras
 
         try:
-            model = keras.models.load_model(str(path), compile=False)
+            with _weights_not_drawn():  # the file's weights replace them
+                model = keras.models.load_model(str(path), compile=False)
         except Exception as exc:  # a damaged zip, an unknown custom layer, a weights-only .h5, ...
             hint = " (a weights-only .h5 goes with --weights and --arch)" if path.suffix.lower() != ".keras" else ""
-            raise ModelError(f"cannot load the model {model_path}: {_first_line(exc)}{hint}") from None
+            raise ModelError(f"cannot load the model {model_path}: {_first_line(exc)}{hint}") from exc
     input_size, outputs = _model_shape(model, model_path)
     classes = _classes(named, classes_path, outputs, source=path.name)
     normalization = "none" if _starts_by_scaling(model) else DEFAULT_CUSTOM_NORMALIZATION
     classifier = Classifier(model, "custom", str(path), used_device, input_size, classes, normalization,
-                            ends_in_probabilities=_ends_in_probabilities(model), parameters=model.count_params())
+                            backend=backend, ends_in_probabilities=_ends_in_probabilities(model),
+                            parameters=model.count_params(), notice=notice)
     _classifiers[key] = classifier
     return classifier
 

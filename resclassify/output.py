@@ -77,7 +77,7 @@ class JsonArrayWriter:
 class CsvWriter:
     """One row per (image, rank); an image that failed gets one row with its error."""
 
-    columns = ("path", "model", "rank", "index", "wnid", "label", "probability", "error")
+    columns = ("path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error")
 
     def __init__(self, stream, about=None):
         self.stream = stream
@@ -88,7 +88,8 @@ class CsvWriter:
         if "error" in record:
             self.writer.writerow({"path": record["path"], "error": record["error"]})
         for p in record.get("predictions", ()):
-            self.writer.writerow({"path": record["path"], "model": record.get("model"), **p})
+            self.writer.writerow({"path": record["path"], "model": record.get("model"),
+                                  "backend": record.get("backend"), **p})
         self.stream.flush()
 
     def close(self):

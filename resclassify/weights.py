@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .archs import ARCHS
 from .errors import WeightsError
 
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -39,7 +40,7 @@ class KnownWeights:
 
     @property
     def file_name(self):
-        return f"{self.arch}_weights_tf_dim_ordering_tf_kernels.h5"
+        return ARCHS[self.arch].weights_file
 
     def url(self, base=None):
         return urllib.parse.urljoin(_with_slash(base or KERAS_BASE_URL), self.file_name)
@@ -53,18 +54,8 @@ def _with_slash(base):
     return base if base.endswith("/") else base + "/"
 
 
-# The md5 sums are those keras.applications.resnet / resnet_v2 check (include_top=True files).
-KNOWN_WEIGHTS = {
-    w.arch: w
-    for w in (
-        KnownWeights("resnet50", "2cb95161c43110f7111970584f804107", 98),
-        KnownWeights("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5", 171),
-        KnownWeights("resnet152", "100835be76be38e30d865e96f2aaae62", 232),
-        KnownWeights("resnet50v2", "3ef43a0b657b3be2300d5770ece849e0", 98),
-        KnownWeights("resnet101v2", "6343647c601c52e1368623803854d971", 171),
-        KnownWeights("resnet152v2", "a49b44d1979771252814e80f8ec446f9", 232),
-    )
-}
+# Keras's official files, one for each built-in architecture (names, md5 sums and sizes in archs.py).
+KNOWN_WEIGHTS = {arch.name: KnownWeights(arch.name, arch.md5, arch.approx_mib) for arch in ARCHS.values()}
 
 
 def known_by_file_name(name):

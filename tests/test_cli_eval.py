@@ -41,7 +41,7 @@ def test_human_summary(cli_run, weights_file, six):
     assert lines[:9] == [
         f"Evaluation of {folder}",
         "Ground truth:  class folders named by WordNet ids",
-        f"Model:         resnet50, weights {weights_file}, on cpu, float32",
+        f"Model:         resnet50, weights {weights_file}, on cpu, float32, tensorflow backend",
         "Preprocessing: center-crop (short side 256, centre 224x224, bicubic), caffe normalization",
         "",
         "Images:        6 evaluated, 1 failed, 1 skipped (of 8 image files found)",

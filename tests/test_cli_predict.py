@@ -29,8 +29,8 @@ def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weig
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     # Above the tables, once and unwrapped: which network and preprocessing produced them.
-    assert lines[0] == ("resnet50, weights resnet50_random.h5 · center-crop (short side 256, centre 224x224, "
-                        "bicubic), caffe normalization")
+    assert lines[0] == ("resnet50, weights resnet50_random.h5 · tensorflow on cpu · center-crop (short side 256, "
+                        "centre 224x224, bicubic), caffe normalization")
     assert max(len(line) for line in lines[1:]) <= 80
     assert "\x1b[" not in result.stdout  # no colour when stdout is not a terminal
     for record in library_records(model, SAMPLES):
@@ -59,10 +59,10 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
 
     as_csv = cli_run("predict", "--weights", weights_file, "-k", "3", "--format", "csv", *SAMPLES)
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert list(rows[0]) == ["path", "model", "rank", "index", "wnid", "label", "probability", "error"]
+    assert list(rows[0]) == ["path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error"]
     flattened = [
-        {"path": r["path"], "model": "resnet50", "rank": str(p["rank"]), "index": str(p["index"]), "wnid": p["wnid"],
-         "label": p["label"], "error": ""}
+        {"path": r["path"], "model": "resnet50", "backend": "tensorflow", "rank": str(p["rank"]),
+         "index": str(p["index"]), "wnid": p["wnid"], "label": p["label"], "error": ""}
         for r in expected for p in r["predictions"]
     ]
     assert [{k: v for k, v in row.items() if k != "probability"} for row in rows] == flattened
@@ -73,8 +73,8 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
 def test_json_record_layout(cli_run, weights_file):
     result = cli_run("predict", "--weights", weights_file, "--json", SAMPLES[0])
     [record] = jsonl(result.stdout)
-    assert list(record) == ["path", "model", "predictions"]
-    assert record["model"] == "resnet50"
+    assert list(record) == ["path", "model", "backend", "predictions"]
+    assert record["model"] == "resnet50" and record["backend"] == "tensorflow"
     assert [list(p) for p in record["predictions"]] == [["rank", "index", "wnid", "label", "probability"]] * 5
     assert [p["rank"] for p in record["predictions"]] == [1, 2, 3, 4, 5]
     probabilities = [p["probability"] for p in record["predictions"]]

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from resclassify.errors import DeviceError
-from resclassify.model import configure_device
+from resclassify.backends.tensorflow import configure_device
 
 
 class FakeConfig:

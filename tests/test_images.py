@@ -8,7 +8,7 @@ from PIL import Image
 from conftest import save_image
 from resclassify.config import resolve_preprocessing
 from resclassify.errors import ImageError
-from resclassify.images import load_image, normalize
+from resclassify.images import load_image
 
 CENTER = resolve_preprocessing("center-crop")
 SQUASH = resolve_preprocessing("squash")
@@ -36,14 +36,6 @@ def test_squash_equals_keras_load_img(tmp_path):
     path = save_image(tmp_path / "photo.jpg", size=(451, 300), quality=90)
     expected = np.asarray(keras.utils.load_img(str(path), target_size=(224, 224)), dtype=np.uint8)
     np.testing.assert_array_equal(load_image(path, SQUASH), expected)
-
-
-def test_normalize_caffe_equals_keras_preprocess_input():
-    from keras.applications.resnet50 import preprocess_input
-
-    pixels = np.random.default_rng(3).integers(0, 256, size=(2, 224, 224, 3), dtype=np.uint8)
-    expected = preprocess_input(pixels.astype(np.float32))
-    np.testing.assert_array_equal(normalize(pixels, "caffe"), expected)
 
 
 def test_exif_orientation_is_applied(tmp_path):

@@ -2,22 +2,23 @@ import numpy as np
 
 from conftest import SAMPLE_IMAGES
 from resclassify.config import resolve_preprocessing
-from resclassify.images import load_image, normalize
+from resclassify.images import load_image
 
 
 def _sample_batch():
     preprocessing = resolve_preprocessing()
-    pixels = np.stack([load_image(p, preprocessing) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))])
-    return normalize(pixels, "caffe")
+    return np.stack([load_image(p, preprocessing) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))])
 
 
 def test_folded_batch_norms_give_what_keras_gives(weights_file, model):
     import keras
+    from keras.applications.resnet50 import preprocess_input
 
     reference = keras.applications.ResNet50(weights=None)
     reference.load_weights(str(weights_file))
     batch = _sample_batch()
-    expected = reference(batch, training=False).numpy()
+    assert batch.dtype == np.uint8
+    expected = reference(preprocess_input(batch.astype(np.float32)), training=False).numpy()
     got = model.predict(batch)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
     assert (np.argsort(-got, axis=1)[:, :5] == np.argsort(-expected, axis=1)[:, :5]).all()

@@ -7,22 +7,25 @@ import pytest
 from PIL import Image
 
 from resclassify import model as model_module
-from resclassify import pipeline
-from resclassify.config import ARCH_NORMALIZATION
+from resclassify.archs import ARCHS
 from weights_factory import COLOURS, build_random_resnet, colour_image, save_keras_h5_weights, train_colour_classifier
 
 
 @pytest.fixture
 def normalize_calls(monkeypatch):
-    """Every (batch shape, mode) the pipeline normalizes: which preprocessing really ran."""
+    """Every (batch shape, mode) the network is asked to normalize (on its device): which preprocessing ran.
+
+    The batch reaches the network as uint8: nothing is normalized on the way.
+    """
     calls = []
-    real = pipeline.normalize
+    real = model_module.Classifier.predict
 
-    def spy(batch, mode):
-        calls.append((batch.shape, mode))
-        return real(batch, mode)
+    def spy(self, batch, pad_to=None, normalization=None):
+        assert batch.dtype == np.uint8
+        calls.append((batch.shape, normalization or self.normalization))
+        return real(self, batch, pad_to, normalization)
 
-    monkeypatch.setattr(pipeline, "normalize", spy)
+    monkeypatch.setattr(model_module.Classifier, "predict", spy)
     return calls
 
 
@@ -42,7 +45,7 @@ def photo(tmp_path_factory):
     return save_image(tmp_path_factory.mktemp("photo") / "photo.jpg")
 
 
-@pytest.mark.parametrize("arch", list(ARCH_NORMALIZATION))
+@pytest.mark.parametrize("arch", list(ARCHS))
 def test_each_arch_builds_loads_and_normalizes_its_own_way(arch, cli_run, tmp_path, photo, normalize_calls,
                                                            forget_models, weights_file):
     path = weights_file if arch == "resnet50" else save_keras_h5_weights(build_random_resnet(arch), tmp_path / "w.h5")
@@ -52,11 +55,11 @@ def test_each_arch_builds_loads_and_normalizes_its_own_way(arch, cli_run, tmp_pa
     assert record["model"] == arch and len(record["predictions"]) == 3
     assert record["predictions"][0]["wnid"].startswith("n")
     expected = "tf" if arch.endswith("v2") else "caffe"
-    assert ARCH_NORMALIZATION[arch] == expected
+    assert ARCHS[arch].normalization == expected
     assert normalize_calls == [((1, 224, 224, 3), expected)]
     table = cli_run("predict", "--arch", arch, "--weights", path, "-k", "1", photo)
     assert table.stdout.splitlines()[0] == (
-        f"{arch}, weights {path.name} · center-crop (short side 256, centre 224x224, bicubic), "
+        f"{arch}, weights {path.name} · tensorflow on cpu · center-crop (short side 256, centre 224x224, bicubic), "
         f"{expected} normalization"
     )
     # From Python, evaluate() without a preprocessing runs the model's own, as predict does
@@ -140,7 +143,8 @@ def test_own_model_in_the_table_shows_what_ran(cli_run, own_models, colour_photo
     result = cli_run("predict", "--model", own_models / "colours.keras", "--classes", own_models / "colours.txt",
                      "--preprocess-mode", "tf", "-k", "1", colour_photos["red"])
     lines = result.stdout.splitlines()
-    assert lines[0] == "colours.keras (3 classes) · center-crop (short side 73, centre 64x64, bicubic), tf normalization"
+    assert lines[0] == ("colours.keras (3 classes) · tensorflow on cpu · center-crop (short side 73, centre 64x64, "
+                        "bicubic), tf normalization")
     assert "WordNet id" not in result.stdout
     assert any("red" in line and "%" in line for line in lines)
 

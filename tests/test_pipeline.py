@@ -13,9 +13,12 @@ class RecordingClassifier:
 
     def __init__(self):
         self.calls = []
+        self.normalizations = []
 
-    def predict(self, batch, pad_to=None):
+    def predict(self, batch, pad_to=None, normalization=None):
+        assert batch.dtype == np.uint8  # the network normalizes on its device
         self.calls.append((batch.shape, pad_to))
+        self.normalizations.append(normalization)
         return np.repeat(batch.mean(axis=(1, 2, 3))[:, None], 3, axis=1)
 
 
@@ -37,8 +40,9 @@ def test_results_come_in_input_order_with_errors_in_place_and_fixed_batch_shapes
 def test_a_run_smaller_than_a_batch_is_not_padded(tmp_path):
     paths = [str(save_image(tmp_path / f"{i}.png", seed=i)) for i in range(2)]
     classifier = RecordingClassifier()
-    list(score(paths, classifier, resolve_preprocessing(), batch_size=32))
+    list(score(paths, classifier, resolve_preprocessing(mode="torch"), batch_size=32))
     assert classifier.calls == [((2, 224, 224, 3), 2)]
+    assert classifier.normalizations == ["torch"]
 
 
 def test_ordered_map_reads_ahead_only_a_bounded_window():

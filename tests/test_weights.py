@@ -45,10 +45,13 @@ def leftovers(folder):
 
 
 def test_every_arch_has_known_weights_and_a_builder():
-    from resclassify.model import _ARCH_BUILDERS
+    import keras
 
-    assert tuple(KNOWN_WEIGHTS) == ARCH_CHOICES
-    assert tuple(_ARCH_BUILDERS) == ARCH_CHOICES
+    from resclassify.archs import ARCHS
+
+    assert tuple(KNOWN_WEIGHTS) == ARCH_CHOICES == tuple(ARCHS)
+    assert all(callable(getattr(keras.applications, arch.builder)) for arch in ARCHS.values())
+    assert KNOWN_WEIGHTS["resnet101"].md5 == ARCHS["resnet101"].md5 == "f1aeb4b969a6efcfb50fad2f0c20cfc5"
     assert KNOWN_WEIGHTS["resnet152v2"].file_name == "resnet152v2_weights_tf_dim_ordering_tf_kernels.h5"
     assert KNOWN_WEIGHTS["resnet50"].url() == weights.KERAS_BASE_URL + OFFICIAL_NAME
 
