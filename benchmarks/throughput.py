@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 import resclassify  # noqa: E402
 from resclassify.datasets import find_images  # noqa: E402
-from resclassify.images import load_image, normalize  # noqa: E402
+from resclassify.images import load_image  # noqa: E402
 from resclassify.metrics import top_k  # noqa: E402
 
 IMAGENET_SIZE = (500, 375)
@@ -61,7 +61,8 @@ def make_inputs(folder, count, size, seed):
 
 def raw_network(model, batch_size, batches):
     rng = np.random.default_rng(0)
-    batch = normalize(rng.integers(0, 256, size=(batch_size, 224, 224, 3), dtype=np.uint8), "caffe")
+    # uint8, as the pipeline hands it over: normalization runs inside the network function.
+    batch = rng.integers(0, 256, size=(batch_size, 224, 224, 3), dtype=np.uint8)
     model.predict(batch, pad_to=batch_size)  # trace once, as a real run does
     start = time.perf_counter()
     for _ in range(batches):
@@ -121,10 +122,10 @@ main()
 """
 
 
-def peak_memory_mb(weights, folder, batch_size):
+def peak_memory_mb(weights, folder, batch_size, backend):
     """Peak resident memory of `resclassify eval --json FOLDER`, as the child process itself saw it."""
     result = subprocess.run([sys.executable, "-c", _REPORT_PEAK, "eval", "--json", "--weights", str(weights),
-                             "--batch-size", str(batch_size), str(folder)],
+                             "--batch-size", str(batch_size), "--backend", backend, str(folder)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"resclassify eval failed on {folder}: {result.stderr[-500:]}")
@@ -173,7 +174,7 @@ def agreement(reference, other, k=5):
     return same1 / len(reference), samek / len(reference)
 
 
-def machine_description():
+def machine_description(model):
     flags = set()
     try:
         for line in open("/proc/cpuinfo"):
@@ -183,16 +184,18 @@ def machine_description():
     except OSError:
         pass
     wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
-    import tensorflow as tf
+    from resclassify import backends
 
-    gpus = tf.config.list_physical_devices("GPU")
+    runtime = backends.module(model.backend)
+    gpus = [d for d in runtime.devices() if not d.lower().startswith("cpu")]
     return {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "cpu flags": " ".join(wanted) or "unknown",
-        "gpu": ", ".join(g.name for g in gpus) or "none",
+        "gpu": ", ".join(gpus) or "none",
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
+        "backend": f"{model.backend} {backends.version(model.backend)} on {model.device}",
+        "keras": backends.version("keras"),
         "resclassify": resclassify.__version__,
     }
 
@@ -205,8 +208,15 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--memory-runs", default="500,5000", help="input counts for the peak-memory runs ('' skips)")
     parser.add_argument("--weights", help="a ResNet50 weights file (default: make random ones)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
+                        help="Keras backend [default: $KERAS_BACKEND, else tensorflow when installed]")
     args = parser.parse_args()
+    from resclassify import backends
+
+    # Before anything imports Keras (the random weights below): Keras picks its backend at import.
+    args.backend = backends.resolve(args.backend)
+    os.environ["KERAS_BACKEND"] = args.backend
 
     workdir = Path(tempfile.mkdtemp(prefix="resclassify-bench-"))
     try:
@@ -233,8 +243,8 @@ def run(args, workdir):
         rows.append((name, value, unit))
         log(f"  {name}: {value} {unit}")
 
-    machine = machine_description()
-    model = resclassify.load_model(str(weights), device=args.device)
+    model = resclassify.load_model(str(weights), device=args.device, backend=args.backend)
+    machine = machine_description(model)
     center = model.preprocessing("center-crop")
     log("measuring ...")
     batches = max(4, args.images // args.batch_size)
@@ -261,7 +271,7 @@ def run(args, workdir):
     for precision in ("bfloat16", "float16"):
         if precision == "float16" and model.device != "gpu":
             continue
-        low = resclassify.load_model(str(weights), device=args.device, precision=precision)
+        low = resclassify.load_model(str(weights), device=args.device, precision=precision, backend=args.backend)
         low_raw = raw_network(low, args.batch_size, batches)
         low_e2e, low_records = end_to_end(low, workdir / "imagenet_size", args.batch_size, center)
         same1, same5 = agreement(small_records, low_records)
@@ -272,14 +282,14 @@ def run(args, workdir):
 
     one = small[0]
     ours_first = min(time_to_first_line([sys.executable, "-m", "resclassify", "predict", "--json", "--weights",
-                                         str(weights), one]) for _ in range(2))
+                                         str(weights), "--backend", args.backend, one]) for _ in range(2))
     seed_first = min(time_to_first_line([sys.executable, "-c", SEED_ONE_SHOT, str(weights), one]) for _ in range(2))
     report("time to first result, resclassify predict ONE.jpg", f"{ours_first:.2f}", "s")
     report("time to first result, seed's one-shot script", f"{seed_first:.2f}", "s")
 
     for count in [int(c) for c in args.memory_runs.split(",") if c.strip()]:
         folder = linked_copies(small, count, workdir / f"memory_{count}")
-        peak = peak_memory_mb(weights, folder, args.batch_size)
+        peak = peak_memory_mb(weights, folder, args.batch_size, args.backend)
         report(f"peak resident memory, eval over {count} images", f"{peak:.0f}", "MB")
 
     print("resclassify throughput benchmark")
