@@ -44,8 +44,8 @@ def test_report_records_model_and_preprocessing(tmp_path, model, predicted_image
     folder, _ = class_folders("wnid")(tmp_path / "data", [predicted_images[0][0]], [predicted_images[0][1][0]])
     preprocessing = resclassify.resolve_preprocessing("squash")
     report = resclassify.evaluate(folder, model, preprocessing=preprocessing)
-    assert report["model"] == {"name": "resnet50", "arch": "resnet50", "weights": str(weights_file), "device": "cpu",
-                               "precision": "float32", "classes": 1000}
+    assert report["model"] == {"name": "resnet50", "arch": "resnet50", "weights": str(weights_file),
+                               "backend": "tensorflow", "device": "cpu", "precision": "float32", "classes": 1000}
     assert report["preprocessing"] == {"name": "squash", "size": 224, "interpolation": "nearest", "mode": "caffe",
                                        "exact_decode": False,
                                        "description": "squash (resized to 224x224, no crop, nearest), "
