@@ -13,7 +13,7 @@ from .config import (ARCH_CHOICES, BACKEND_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES
                      PRECISION_CHOICES, PREPROCESS_CHOICES)
 from .errors import ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
-from .output import FORMATS, record_file_format
+from .output import file_format, formats, json_format, json_help
 
 DEBUG_VARIABLE = "RESCLASSIFY_DEBUG"
 
@@ -131,15 +131,20 @@ def describe_run(classifier, preprocessing):
     return f"{network} · {classifier.backend} on {classifier.device} · {preprocessing.describe()}"
 
 
-def format_options(command):
-    """The output options every command shares: one list of formats, --json as a short form."""
-    command = click.option("--json", "json_lines", is_flag=True, help="Short for --format jsonl.")(command)
-    return click.option("--format", "format_name", type=click.Choice(FORMATS), default="table",
-                        show_default=True, help="Output format on stdout.")(command)
+def format_options(kind):
+    """The output options every command shares, for one kind of output in output.py's table of formats:
+    --format (the formats that kind comes in) and --json (machine-readable JSON on stdout)."""
+
+    def decorate(command):
+        command = click.option("--json", "as_json", is_flag=True, help=json_help(kind))(command)
+        return click.option("--format", "format_name", type=click.Choice(formats(kind)), default="table",
+                            show_default=True, help="Output format on stdout.")(command)
+
+    return decorate
 
 
-def chosen_format(format_name, json_lines):
-    return "jsonl" if json_lines else format_name
+def chosen_format(kind, format_name, as_json):
+    return json_format(kind) if as_json else format_name
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -152,10 +157,10 @@ def cli():
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-k", "--top-k", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many classes to show per image.")
-@format_options
+@format_options("predictions")
 @model_options
 @reports_errors
-def predict(inputs, top_k, format_name, json_lines, **options):
+def predict(inputs, top_k, format_name, as_json, **options):
     """Print the top classes for each image.
 
     INPUT is an image file, a folder (searched recursively for images), or - to read paths
@@ -174,7 +179,7 @@ def predict(inputs, top_k, format_name, json_lines, **options):
 
     items = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
     model, preprocessing = open_model(**options)
-    writer = open_writer(chosen_format(format_name, json_lines), sys.stdout,
+    writer = open_writer("predictions", chosen_format("predictions", format_name, as_json), sys.stdout,
                          about=describe_run(model, preprocessing))
     failed = 0
     for record in classify(items, model, top_k=top_k, batch_size=options["batch_size"],
@@ -204,11 +209,11 @@ def report_options(command):
                              "confusions and misclassified images with thumbnails.")(command)
 
 
-def record_file_option(name, help_text):
+def record_file_option(name, kind, help_text):
     def check_extension(ctx, param, value):
         if value is not None:
             try:
-                record_file_format(value)
+                file_format(kind, value)
             except ValueError as exc:
                 raise click.BadParameter(str(exc)) from None
         return value
@@ -248,18 +253,19 @@ def open_for_writing(path, force):
               help="Also report top-k accuracy (top-1 and top-5 are always reported); predictions kept per image.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Evaluate only the first N labelled images in sorted path order.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-@record_file_option("--predictions-out", "Write one record per image (true label, top-k, hit@1, hit@5) "
-                                         "as it is scored.")
-@record_file_option("--misclassified-out", "Write the images whose top-1 missed, with true and predicted labels.")
+@format_options("report")
+@record_file_option("--predictions-out", "eval-records", "Write one record per image (true label, top-k, hit@1, "
+                                                         "hit@5) as it is scored.")
+@record_file_option("--misclassified-out", "misclassified", "Write the images whose top-1 missed, with true and "
+                                                            "predicted labels.")
 @report_options
 @click.option("--force", is_flag=True, help="Overwrite existing --predictions-out/--misclassified-out/--report files.")
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, metavar="PCT",
               help="Exit with status 1 when top-1 accuracy (in %) is below PCT.")
 @model_options
 @reports_errors
-def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, predictions_out, misclassified_out,
-                 report_path, report_images, force, fail_under, **options):
+def eval_command(folder, labels_file, real_labels_file, top_k, limit, format_name, as_json, predictions_out,
+                 misclassified_out, report_path, report_images, force, fail_under, **options):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
@@ -276,8 +282,7 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
     from .datasets import find_ground_truth
     from .evaluation import misclassified_record, reported_ks, run_evaluation
     from .labels import read_class_file
-    from .output import EvalProgress, open_misclassified_writer, open_predictions_writer, print_eval_summary, \
-        write_json_report
+    from .output import EvalProgress, open_file_writer, open_writer
 
     named = {"--predictions-out": predictions_out, "--misclassified-out": misclassified_out, "--report": report_path}
     outputs = [path for path in named.values() if path is not None]
@@ -307,10 +312,12 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
         writers = []
         if predictions_out:
             stream = stack.enter_context(open_for_writing(predictions_out, force))
-            writers.append((open_predictions_writer(predictions_out, stream, reported_ks(top_k), real), None))
+            writers.append((open_file_writer("eval-records", predictions_out, stream, ks=reported_ks(top_k),
+                                             real_labels=real), None))
         if misclassified_out:
             stream = stack.enter_context(open_for_writing(misclassified_out, force))
-            writers.append((open_misclassified_writer(misclassified_out, stream, real), misclassified_record))
+            writers.append((open_file_writer("misclassified", misclassified_out, stream, real_labels=real),
+                            misclassified_record))
         progress = stack.enter_context(
             EvalProgress(run_count, sys.stderr, enabled=sys.stderr.isatty() and not quiet))
 
@@ -335,10 +342,9 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, as_json, p
                                 preprocessing=preprocessing, workers=options["threads"],
                                 max_pixels=options["max_pixels"], on_record=on_record)
 
-    if as_json:
-        write_json_report(report, sys.stdout)
-    else:
-        print_eval_summary(report, sys.stdout)
+    writer = open_writer("report", chosen_format("report", format_name, as_json), sys.stdout)
+    writer.write(report)
+    writer.close()
     if report_path:
         write_report_page(report_path, report, collector, force)
     status = 0
@@ -408,33 +414,19 @@ MODEL_ARGUMENT = click.Choice(ARCH_CHOICES + ("all",))
 
 
 @weights_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="JSON Lines, one object per model, instead of a table.")
-def weights_list(as_json):
+@format_options("weights")
+@reports_errors
+def weights_list(format_name, as_json):
     """Each known model's weights: file, size, md5, whether it is cached, and its path."""
-    import json
+    from .output import open_writer
+    from .weights import KNOWN_WEIGHTS, cache_dir, listing
 
-    from .weights import KNOWN_WEIGHTS, cache_dir, cached_state
-
-    rows = []
-    for known in KNOWN_WEIGHTS.values():
-        state, size = cached_state(known)
-        rows.append({"model": known.arch, "file": known.file_name, "size": size, "md5": known.md5,
-                     "cached": state == "cached", "state": state, "path": str(known.cache_path),
-                     "url": known.url()})
-    if as_json:
-        for row in rows:
-            click.echo(json.dumps(row))
-        return
-    click.echo(f"cache folder: {cache_dir()}")
-    header = ("model", "file", "size", "md5", "cached", "path")
-    cells = [header]
-    for row, known in zip(rows, KNOWN_WEIGHTS.values()):
-        size = f"{row['size'] / 2**20:.1f} MiB" if row["size"] is not None else f"~{known.approx_mib} MiB"
-        cached = {"cached": "yes", "missing": "no", "damaged": "damaged (wrong md5)"}[row["state"]]
-        cells.append((row["model"], row["file"], size, row["md5"], cached, row["path"]))
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header) - 1)]
-    for line in cells:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
+    writer = open_writer("weights", chosen_format("weights", format_name, as_json), sys.stdout,
+                         cache_folder=str(cache_dir()),
+                         approx_mib={known.arch: known.approx_mib for known in KNOWN_WEIGHTS.values()})
+    for row in listing():
+        writer.write(row)
+    writer.close()
 
 
 @weights_group.command("download")
@@ -461,6 +453,7 @@ def weights_download(models, quiet):
 
 @weights_group.command("path")
 @click.argument("model", type=click.Choice(ARCH_CHOICES))
+@reports_errors
 def weights_path(model):
     """Print where MODEL's weights file is, or goes, in the cache (whether or not it is there yet)."""
     from .weights import KNOWN_WEIGHTS

@@ -1,4 +1,9 @@
-"""Output formats: one table of writers, each streaming records to a text stream as they come."""
+"""Every way results leave: one table of output formats (records, reports, listings, record files); progress display.
+
+What --json means, everywhere: machine-readable JSON on stdout. A command that writes a stream
+of records (predict: one per image; weights list: one per model) writes JSON Lines, one object a
+line, as the records come; a command that writes one report (eval) writes one JSON object.
+"""
 
 import csv
 import functools
@@ -10,7 +15,7 @@ import time
 class TableWriter:
     """A rich table per image, for people; errors are already on stderr, so they are skipped."""
 
-    def __init__(self, stream, about=None):
+    def __init__(self, stream, about=None, **context):
         from rich.console import Console
 
         # Colour only on a terminal (rich checks isatty and NO_COLOR); 80 columns when piped.
@@ -46,7 +51,9 @@ class TableWriter:
 
 
 class JsonLinesWriter:
-    def __init__(self, stream, about=None):
+    """One JSON object a line, flushed as each record comes."""
+
+    def __init__(self, stream, **context):
         self.stream = stream
 
     def write(self, record):
@@ -60,7 +67,7 @@ class JsonLinesWriter:
 class JsonArrayWriter:
     """One JSON array, written element by element so nothing waits for the whole run."""
 
-    def __init__(self, stream, about=None):
+    def __init__(self, stream, **context):
         self.stream = stream
         self.count = 0
 
@@ -79,7 +86,7 @@ class CsvWriter:
 
     columns = ("path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error")
 
-    def __init__(self, stream, about=None):
+    def __init__(self, stream, **context):
         self.stream = stream
         self.writer = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n")
         self.writer.writeheader()
@@ -96,27 +103,8 @@ class CsvWriter:
         pass
 
 
-WRITERS = {"table": TableWriter, "jsonl": JsonLinesWriter, "json": JsonArrayWriter, "csv": CsvWriter}
-FORMATS = tuple(WRITERS)
-
-
-def open_writer(format_name, stream, about=None):
-    """A writer for one format; about is a line saying which model ran, shown where people read (table)."""
-    return WRITERS[format_name](stream, about=about)
-
-
 # ---------------------------------------------------------------------------------------------
 # eval: per-image record files (--predictions-out, --misclassified-out), the summary, progress.
-
-RECORD_FILE_FORMATS = (".jsonl", ".csv")
-
-
-def record_file_format(path):
-    """The format of a record file, from its extension; ValueError if it has neither of ours."""
-    suffix = os.path.splitext(str(path))[1].lower()
-    if suffix not in RECORD_FILE_FORMATS:
-        raise ValueError(f"{path}: the file name must end in {' or '.join(RECORD_FILE_FORMATS)}")
-    return suffix
 
 
 def _joined(values):
@@ -126,7 +114,7 @@ def _joined(values):
 class PredictionsCsvWriter:
     """One row per image: its true class, its top-k (space-separated lists), hit@k as 1 or 0."""
 
-    def __init__(self, stream, ks, real_labels=False):
+    def __init__(self, stream, ks=(1, 5), real_labels=False, **context):
         self.stream = stream
         self.ks = ks
         columns = ["path", "true_index", "true_wnid", "true_label"] + (["real_labels"] if real_labels else [])
@@ -155,9 +143,12 @@ class PredictionsCsvWriter:
 
 
 class FlatCsvWriter:
-    """Rows of flat records (--misclassified-out), columns from the first record's keys; lists space-separated."""
+    """Rows of flat records under fixed columns, header first; lists space-separated, None empty."""
 
-    def __init__(self, stream, columns):
+    columns = ()
+
+    def __init__(self, stream, columns=None, **context):
+        columns = columns or self.columns
         self.stream = stream
         self.writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
         self.writer.writeheader()
@@ -175,16 +166,37 @@ MISCLASSIFIED_COLUMNS = ("path", "true_index", "true_wnid", "true_label", "predi
                          "predicted_label", "probability")
 
 
-def open_predictions_writer(path, stream, ks, real_labels=False):
-    if record_file_format(path) == ".csv":
-        return PredictionsCsvWriter(stream, ks, real_labels)
-    return JsonLinesWriter(stream)
+class MisclassifiedCsvWriter(FlatCsvWriter):
+    """--misclassified-out as CSV: one row per top-1 miss (and its ReaL labels when they are used)."""
+
+    def __init__(self, stream, real_labels=False, **context):
+        super().__init__(stream, MISCLASSIFIED_COLUMNS + (("real_labels",) if real_labels else ()))
 
 
-def open_misclassified_writer(path, stream, real_labels=False):
-    if record_file_format(path) == ".csv":
-        return FlatCsvWriter(stream, MISCLASSIFIED_COLUMNS + (("real_labels",) if real_labels else ()))
-    return JsonLinesWriter(stream)
+class ReportJsonWriter:
+    """A report as one JSON object (indented: it is read by people as often as by programs)."""
+
+    def __init__(self, stream, **context):
+        self.stream = stream
+
+    def write(self, report):
+        write_json_report(report, self.stream)
+
+    def close(self):
+        pass
+
+
+class ReportSummaryWriter:
+    """An evaluation report as people read it: lines and rich tables."""
+
+    def __init__(self, stream, **context):
+        self.stream = stream
+
+    def write(self, report):
+        print_eval_summary(report, self.stream)
+
+    def close(self):
+        pass
 
 
 def write_json_report(report, stream):
@@ -447,3 +459,132 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# weights list: one row per known model.
+
+WEIGHTS_COLUMNS = ("model", "file", "size", "md5", "cached", "state", "path", "url")
+_CACHED_SHOWN = {"cached": "yes", "missing": "no", "damaged": "damaged (wrong md5)"}
+
+
+class WeightsTableWriter:
+    """The cache folder, then one aligned line per model; the path last, unpadded, so it copies whole.
+
+    context: cache_folder, and approx_mib (model -> size in MiB shown for a file not yet here).
+    """
+
+    header = ("model", "file", "size", "md5", "cached", "path")
+
+    def __init__(self, stream, cache_folder=None, approx_mib=None, **context):
+        self.stream = stream
+        self.cache_folder = cache_folder
+        self.approx_mib = approx_mib or {}
+        self.cells = [self.header]
+
+    def write(self, row):
+        if row["size"] is not None:
+            size = f"{row['size'] / 2**20:.1f} MiB"
+        else:
+            size = f"~{self.approx_mib[row['model']]} MiB" if row["model"] in self.approx_mib else "?"
+        self.cells.append((row["model"], row["file"], size, row["md5"], _CACHED_SHOWN[row["state"]], row["path"]))
+
+    def close(self):
+        # Widths need every row: a listing of a handful of models is written whole at the end.
+        lines = [f"cache folder: {self.cache_folder}"] if self.cache_folder is not None else []
+        widths = [max(len(line[i]) for line in self.cells) for i in range(len(self.header) - 1)]
+        for line in self.cells:
+            lines.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1])
+        self.stream.write("".join(line + "\n" for line in lines))
+        self.stream.flush()
+
+
+class WeightsCsvWriter(FlatCsvWriter):
+    columns = WEIGHTS_COLUMNS
+
+
+# ---------------------------------------------------------------------------------------------
+# The one table of output formats. Each kind of output lists the formats it comes in and the
+# writer of each; --format offers exactly these, and --json stands for the kind's JSON format.
+# Every writer is writer(stream, **context), then write(item) for each item, then close().
+
+FORMATS = ("table", "jsonl", "json", "csv")  # every format name, in the order help lists them
+
+
+class OutputKind:
+    """One kind of output: what an item is, its writer per format, and the format --json means."""
+
+    def __init__(self, item, writers, json=None):
+        self.item = item
+        self.writers = writers
+        self.json = json
+
+    @property
+    def formats(self):
+        return tuple(name for name in FORMATS if name in self.writers)
+
+
+OUTPUTS = {
+    # predict's records on stdout (one per image, input order)
+    "predictions": OutputKind("image", {"table": TableWriter, "jsonl": JsonLinesWriter, "json": JsonArrayWriter,
+                                        "csv": CsvWriter}, json="jsonl"),
+    # eval's report on stdout (one per run)
+    "report": OutputKind("report", {"table": ReportSummaryWriter, "json": ReportJsonWriter}, json="json"),
+    # eval --predictions-out FILE: one record per image, format from the file's extension
+    "eval-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": PredictionsCsvWriter}),
+    # eval --misclassified-out FILE: one record per top-1 miss
+    "misclassified": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": MisclassifiedCsvWriter}),
+    # weights list: one row per known model
+    "weights": OutputKind("model", {"table": WeightsTableWriter, "jsonl": JsonLinesWriter, "json": JsonArrayWriter,
+                                    "csv": WeightsCsvWriter}, json="jsonl"),
+}
+
+# A record file's format, from its extension.
+FILE_EXTENSIONS = {".jsonl": "jsonl", ".csv": "csv", ".json": "json"}
+
+
+def formats(kind):
+    """The format names one kind of output comes in, in FORMATS order."""
+    return OUTPUTS[kind].formats
+
+
+def json_format(kind):
+    """The format --json stands for: jsonl for a stream of records, json for one report."""
+    return OUTPUTS[kind].json
+
+
+def json_help(kind):
+    """--json's help text, the same words for every command."""
+    output = OUTPUTS[kind]
+    if output.json == "jsonl":
+        shape = f"one object per {output.item}, a line each"
+    else:
+        shape = f"the {output.item} as one object"
+    return f"Machine-readable JSON on stdout: {shape} (short for --format {output.json})."
+
+
+def open_writer(kind, format_name, stream, **context):
+    """A writer for one kind of output in one format.
+
+    context is what some writers need and the others ignore: about (a line saying which model
+    ran, shown where people read), ks and real_labels (eval's record files), cache_folder and
+    approx_mib (weights list).
+    """
+    writers = OUTPUTS[kind].writers
+    if format_name not in writers:
+        raise ValueError(f"no {format_name} format for {kind} output; choose from {', '.join(formats(kind))}")
+    return writers[format_name](stream, **context)
+
+
+def file_format(kind, path):
+    """The format of a record file, from its extension; ValueError if the kind has no format for it."""
+    extensions = [ext for ext, name in FILE_EXTENSIONS.items() if name in OUTPUTS[kind].writers]
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix not in extensions:
+        raise ValueError(f"{path}: the file name must end in {' or '.join(extensions)}")
+    return FILE_EXTENSIONS[suffix]
+
+
+def open_file_writer(kind, path, stream, **context):
+    """A writer for a record file, in the format its extension names."""
+    return open_writer(kind, file_format(kind, path), stream, **context)

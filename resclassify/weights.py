@@ -67,9 +67,21 @@ def known_by_file_name(name):
 
 
 def cache_dir():
-    """Keras's own cache folder for model files, so either tool reuses the other's downloads."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models"
+    """Keras's own cache folder for model files, so either tool reuses the other's downloads.
+
+    A KERAS_HOME that is not a folder can hold no cache: an error, rather than paths inside a file.
+    """
+    variable = os.environ.get("KERAS_HOME")
+    home = Path(variable or os.path.join(os.path.expanduser("~"), ".keras"))
+    try:
+        not_a_folder = home.exists() and not home.is_dir()
+    except OSError as exc:
+        raise WeightsError(f"cannot read the weights cache {home}: {exc.strerror or exc}") from None
+    if not_a_folder:
+        name = f"KERAS_HOME={variable}" if variable else str(home)
+        raise CacheNotWritable(f"{name} is not a folder; set KERAS_HOME to a writable folder "
+                               "(weights go in $KERAS_HOME/models)")
+    return home / "models"
 
 
 def offline_requested():
@@ -288,9 +300,23 @@ def _copy(response, out, digest, total, progress, name):
 
 
 def cached_state(known):
-    """For `weights list`: "cached", "damaged" (wrong md5) or "missing", and the file's size if here."""
+    """"cached", "damaged" (wrong md5) or "missing", and the file's size if here; WeightsError if unreadable."""
     path = known.cache_path
-    if not path.is_file():
-        return "missing", None
-    state = "cached" if file_hash(path, "md5") == known.md5 else "damaged"
-    return state, path.stat().st_size
+    try:
+        if not path.is_file():
+            return "missing", None
+        state = "cached" if file_hash(path, "md5") == known.md5 else "damaged"
+        return state, path.stat().st_size
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def listing():
+    """For `weights list`: one row per known model, in KNOWN_WEIGHTS order (output.WEIGHTS_COLUMNS)."""
+    rows = []
+    for known in KNOWN_WEIGHTS.values():
+        state, size = cached_state(known)
+        rows.append({"model": known.arch, "file": known.file_name, "size": size, "md5": known.md5,
+                     "cached": state == "cached", "state": state, "path": str(known.cache_path),
+                     "url": known.url()})
+    return rows

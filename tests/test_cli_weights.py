@@ -3,7 +3,6 @@
 import hashlib
 import json
 
-import click
 import pytest
 
 from conftest import save_image
@@ -156,6 +155,46 @@ def test_weights_list_json(cli_run):
     }
 
 
+def test_weights_list_in_every_format(cli_run):
+    lines = [json.loads(line) for line in cli_run("weights", "list", "--json").stdout.splitlines()]
+    assert cli_run("weights", "list", "--format", "jsonl").stdout == cli_run("weights", "list", "--json").stdout
+    assert json.loads(cli_run("weights", "list", "--format", "json").stdout) == lines
+    rows = cli_run("weights", "list", "--format", "csv").stdout.splitlines()
+    assert rows[0] == "model,file,size,md5,cached,state,path,url"
+    assert rows[1] == (f"resnet50,{OFFICIAL_NAME},,{KNOWN_WEIGHTS['resnet50'].md5},False,missing,"
+                       f"{cache_dir() / OFFICIAL_NAME},{lines[0]['url']}")
+    assert len(rows) == 1 + len(KNOWN_WEIGHTS)
+
+
+def test_keras_home_that_is_a_file_is_one_line_for_list_and_path(cli_run, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "afile"))
+    expected = (f"resclassify: error: KERAS_HOME={tmp_path / 'afile'} is not a folder; set KERAS_HOME to a "
+                "writable folder (weights go in $KERAS_HOME/models)\n")
+    for args in (["list"], ["list", "--json"], ["path", "resnet50"]):
+        result = cli_run("weights", *args)
+        assert (result.exit_code, result.stdout, result.stderr) == (1, "", expected), args
+
+
+def test_an_unreadable_cached_file_is_one_line_for_list(cli_run, monkeypatch):
+    import errno
+
+    from resclassify import weights
+
+    cache_dir().mkdir(parents=True)
+    (cache_dir() / OFFICIAL_NAME).write_bytes(b"weights on a failing disk")
+
+    def failing_hash(path, algorithm):
+        raise OSError(errno.EIO, "Input/output error")
+
+    # As root (as tests often run in containers) no file mode makes a file unreadable: the
+    # disk error is made where the file is read.
+    monkeypatch.setattr(weights, "file_hash", failing_hash)
+    result = cli_run("weights", "list")
+    assert result.exit_code == 1
+    assert result.stderr == f"resclassify: error: {cache_dir() / OFFICIAL_NAME}: cannot read: Input/output error\n"
+
+
 def test_weights_download_and_path(cli_run, mirror):
     result = cli_run("weights", "download")
     assert result.exit_code == 0, result.stderr
@@ -197,16 +236,3 @@ def test_weights_verify_checks_known_files(cli_run, weights_file, official_weigh
     result = cli_run("weights", "verify", copy)
     assert result.exit_code == 1
     assert f"md5 is {file_md5(copy)}, expected {file_md5(weights_file)}" in one_error_line(result)
-
-
-def test_every_command_has_help(cli_run):
-    def walk(group, prefix):
-        for name, command in group.commands.items():
-            yield prefix + [name], command
-            if isinstance(command, click.Group):
-                yield from walk(command, prefix + [name])
-
-    for path, command in walk(cli, []):
-        assert command.help, path
-        result = cli_run(*path, "--help")
-        assert result.exit_code == 0 and "Usage:" in result.stdout, path
