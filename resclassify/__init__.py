@@ -17,7 +17,7 @@ __all__ = [
 
 
 def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None, device="auto", precision="float32",
-               threads=None, backend=None, offline=False, verbose=False, progress=False, notice=None):
+               threads=None, backend=None, offline=False, verbose=False, progress=None, notice=None):
     """The network, ready to classify.
 
     Either one of Keras's ImageNet ResNets (arch) with its weights: "imagenet" (Keras's cache,
@@ -27,9 +27,10 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     outputs are ImageNet's classes and other counts are named by index. precision float32,
     bfloat16 or float16 (the built-in ResNets). backend "tensorflow" or "jax" (default: the
     KERAS_BACKEND variable, else TensorFlow when installed); one process runs one backend.
-    notice, if given, receives one-line messages worth showing (a damaged cached file being
-    fetched again, a batch halved when the device runs out of memory). An unknown arch,
-    precision, device or backend raises ChoiceError.
+    progress, if given, is called as progress(file_name, bytes_done, bytes_total) while weights
+    download (resclassify itself draws nothing). notice, if given, receives one-line messages
+    worth showing (a damaged cached file being fetched again, a batch halved when the device runs
+    out of memory). An unknown arch, precision, device or backend raises ChoiceError.
     """
     from . import backends
     from .archs import ARCH_CHOICES

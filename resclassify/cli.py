@@ -108,10 +108,11 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
 
     if model_path is not None and (arch is not None or weights is not None):
         raise click.UsageError("--model is a whole model: it does not go with --arch or --weights")
-    classifier = load_model(weights or "imagenet", arch=arch or DEFAULT_ARCH, model=model_path,
-                            classes=classes_path, backend=backend, device=device, precision=precision,
-                            threads=threads, offline=offline, verbose=verbose, progress=not quiet,
-                            notice=None if quiet else report_warning)
+    with download_progress(quiet) as progress:
+        classifier = load_model(weights or "imagenet", arch=arch or DEFAULT_ARCH, model=model_path,
+                                classes=classes_path, backend=backend, device=device, precision=precision,
+                                threads=threads, offline=offline, verbose=verbose, progress=progress,
+                                notice=None if quiet else report_warning)
     if precision == "float16" and classifier.device == "cpu" and not quiet:
         report_warning("--precision float16 on a CPU is slow (CPUs emulate most float16 arithmetic); "
                        "bfloat16 or float32 are faster there")
@@ -120,6 +121,13 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
                        "named by their output index")
     preprocessing = classifier.preprocessing(preprocess, mode=preprocess_mode, exact_decode=exact_decode)
     return classifier, preprocessing
+
+
+def download_progress(quiet):
+    """The bar the library's download progress is drawn as: on stderr, only on a terminal, never with --quiet."""
+    from .output import DownloadProgress
+
+    return DownloadProgress(sys.stderr, enabled=sys.stderr.isatty() and not quiet)
 
 
 def describe_run(classifier, preprocessing):
@@ -443,8 +451,9 @@ def weights_download(models, quiet):
 
     for known in _weights_arguments(models or (DEFAULT_ARCH,)):
         was_cached = cached_state(known)[0] == "cached"
-        path = official_file(known, offline=offline_requested(), progress=not quiet,
-                             notice=None if quiet else report_warning)
+        with download_progress(quiet) as progress:
+            path = official_file(known, offline=offline_requested(), progress=progress,
+                                 notice=None if quiet else report_warning)
         if not quiet:
             what = "already in the cache" if was_cached else "downloaded"
             click.echo(f"{known.arch}: {what}, md5 {known.md5} checked", err=True)

@@ -398,6 +398,41 @@ class EvalProgress:
             self.stream.flush()
 
 
+class DownloadProgress:
+    """Draws the download progress the library reports (progress(file_name, bytes_done, bytes_total))
+    as a rich bar on stream: bytes, speed, time left; one line per file; nothing when disabled."""
+
+    def __init__(self, stream, enabled):
+        self.stream = stream
+        self.enabled = enabled
+        self.progress = None
+        self.tasks = {}
+
+    def __call__(self, name, done, total):
+        if not self.enabled:
+            return
+        if self.progress is None:
+            from rich.console import Console
+            from rich.progress import DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+            self.progress = Progress(*Progress.get_default_columns()[:2], DownloadColumn(), TransferSpeedColumn(),
+                                     TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
+            self.progress.start()
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(f"downloading {name}", total=total)
+        self.progress.update(self.tasks[name], completed=done, total=total)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        # Gone before anything else is printed: the next line (a result, an error) starts clean.
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+            self.tasks = {}
+
+
 # ---------------------------------------------------------------------------------------------
 # The HTML report (eval --report, resclassify report): a page of its own, written whole.
 

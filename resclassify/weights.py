@@ -5,7 +5,6 @@ import http.client
 import os
 import socket
 import ssl
-import sys
 import tempfile
 import urllib.error
 import urllib.parse
@@ -92,12 +91,17 @@ def mirror_base():
     return os.environ.get(MIRROR_VARIABLE, "").strip() or None
 
 
-def resolve_weights(spec, arch="resnet50", *, offline=False, progress=False, notice=None):
+def resolve_weights(spec, arch="resnet50", *, offline=False, progress=None, notice=None):
     """Turn --weights (imagenet, a URL, or a path) into a local file, downloading if need be.
 
-    notice, if given, is called with a one-line message for things worth telling but not fatal
-    (a damaged cached file being fetched again).
+    progress, if given, is called as progress(file_name, bytes_done, bytes_total) while a file
+    downloads: first with 0, then after each chunk (bytes_total is None when the server does not
+    say). The library draws nothing; the command line draws a bar from these calls. notice, if
+    given, is called with a one-line message for things worth telling but not fatal (a damaged
+    cached file being fetched again).
     """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable progress(file_name, bytes_done, bytes_total), not {progress!r}")
     offline = offline or offline_requested()
     if spec == "imagenet":
         known = KNOWN_WEIGHTS.get(arch)
@@ -113,7 +117,7 @@ def resolve_weights(spec, arch="resnet50", *, offline=False, progress=False, not
     return path
 
 
-def official_file(known, *, offline=False, progress=False, notice=None):
+def official_file(known, *, offline=False, progress=None, notice=None):
     """Keras's ImageNet file for one architecture, from the cache or downloaded (from the mirror if set)."""
     return _cached_or_download(known.url(mirror_base()), known.cache_path, "md5", known.md5,
                                offline=offline, progress=progress, notice=notice)
@@ -208,11 +212,11 @@ def _create_partial(target):
         ) from None
 
 
-def download(url, target, *, algorithm=None, expected=None, progress=False, timeout=DOWNLOAD_TIMEOUT_S):
+def download(url, target, *, algorithm=None, expected=None, progress=None, timeout=DOWNLOAD_TIMEOUT_S):
     """Fetch url to target atomically: a temporary file beside it, checked, then renamed.
 
     Whatever goes wrong (an HTTP error, a dropped connection, a wrong hash, Ctrl-C), the
-    temporary file is removed and target is left as it was.
+    temporary file is removed and target is left as it was. progress: see resolve_weights.
     """
     target = Path(target)
     opener = _opener(url)
@@ -272,30 +276,20 @@ def _network_reason(exc, timeout):
 
 
 def _copy(response, out, digest, total, progress, name):
-    bar = None
-    if progress and sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-        bar = Progress(*Progress.get_default_columns()[:2], DownloadColumn(), TransferSpeedColumn(),
-                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-        bar.start()
-        task = bar.add_task(f"downloading {name}", total=total)
+    """Copy the response body to out, hashing it; report each chunk to progress(name, done, total)."""
     received = 0
-    try:
-        while chunk := response.read(1 << 16):
-            try:
-                out.write(chunk)
-            except OSError as exc:  # a full disk is not a network error
-                raise CacheNotWritable(f"cannot write {out.name}: {exc.strerror or exc}") from None
-            if digest is not None:
-                digest.update(chunk)
-            received += len(chunk)
-            if bar is not None:
-                bar.update(task, completed=received)
-    finally:
-        if bar is not None:
-            bar.stop()
+    if progress is not None:
+        progress(name, received, total)
+    while chunk := response.read(1 << 16):
+        try:
+            out.write(chunk)
+        except OSError as exc:  # a full disk is not a network error
+            raise CacheNotWritable(f"cannot write {out.name}: {exc.strerror or exc}") from None
+        if digest is not None:
+            digest.update(chunk)
+        received += len(chunk)
+        if progress is not None:
+            progress(name, received, total)
     return received
 
 

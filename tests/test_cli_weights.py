@@ -236,3 +236,44 @@ def test_weights_verify_checks_known_files(cli_run, weights_file, official_weigh
     result = cli_run("weights", "verify", copy)
     assert result.exit_code == 1
     assert f"md5 is {file_md5(copy)}, expected {file_md5(weights_file)}" in one_error_line(result)
+
+
+def run_on_a_terminal(args, md5):
+    """`python -m resclassify ARGS` with stderr on a pseudo-terminal, as a person runs it; (stdout, stderr)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    # The child holds the test's file to the known md5, as the official_weights fixture does here.
+    code = ("import sys, resclassify.weights as w; "
+            f"w.KNOWN_WEIGHTS['resnet50'] = w.KnownWeights('resnet50', {md5!r}, 98); "
+            "from resclassify.cli import main; sys.argv[0] = 'resclassify'; main()")
+    controller, terminal = pty.openpty()
+    try:
+        child = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=terminal,
+                               text=True, timeout=60)
+    finally:
+        os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal's other end is closed: all is read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return child.stdout, shown.decode("utf-8", "replace")
+
+
+def test_download_bar_on_a_terminal_and_never_with_quiet(mirror, official_weights):
+    stdout, shown = run_on_a_terminal(["weights", "download"], file_md5(official_weights))
+    assert stdout == f"{cache_dir() / OFFICIAL_NAME}\n"
+    assert f"downloading {OFFICIAL_NAME}" in shown and "resnet50: downloaded" in shown
+    (cache_dir() / OFFICIAL_NAME).unlink()
+    stdout, shown = run_on_a_terminal(["weights", "download", "--quiet"], file_md5(official_weights))
+    assert stdout == f"{cache_dir() / OFFICIAL_NAME}\n"
+    assert shown == ""
+    assert len(mirror.requests) == 2

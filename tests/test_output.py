@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from resclassify.output import FORMATS, OUTPUTS, file_format, formats, json_format, open_writer
+from resclassify.output import FORMATS, OUTPUTS, DownloadProgress, file_format, formats, json_format, open_writer
 
 
 def test_every_writer_is_under_a_format_of_the_one_list():
@@ -49,3 +49,21 @@ def test_weights_table_aligns_columns_and_leaves_the_path_unpadded():
         "model        file       size     md5  cached               path\n"
         "resnet50     r50.h5     ~98 MiB  abc  no                   /cache/r50.h5\n"
         "resnet152v2  r152v2.h5  3.0 MiB  def  damaged (wrong md5)  /cache/r152v2.h5\n")
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_download_progress_draws_what_the_library_reports_only_when_enabled():
+    terminal = Terminal()
+    with DownloadProgress(terminal, enabled=True) as progress:
+        for done in (0, 50_000, 100_000):
+            progress("r50.h5", done, 100_000)
+    assert "downloading r50.h5" in terminal.getvalue()
+    assert progress.progress is None  # stopped on the way out
+    quiet = Terminal()
+    with DownloadProgress(quiet, enabled=False) as progress:
+        progress("r50.h5", 0, None)
+    assert quiet.getvalue() == ""

@@ -297,3 +297,15 @@ def test_interrupted_download_leaves_nothing(mirror, monkeypatch):
         resolve_weights("imagenet")
     assert not (cache_dir() / OFFICIAL_NAME).exists()
     assert leftovers(cache_dir()) == []
+
+
+def test_download_progress_goes_to_a_callback_and_nothing_is_drawn(mirror, capfd):
+    calls = []
+    resolve_weights("imagenet", progress=lambda *args: calls.append(args))
+    assert calls[0] == (OFFICIAL_NAME, 0, len(BODY))
+    assert calls[-1] == (OFFICIAL_NAME, len(BODY), len(BODY))
+    done = [bytes_done for _, bytes_done, _ in calls]
+    assert len(calls) > 2 and done == sorted(done)
+    assert capfd.readouterr() == ("", "")
+    with pytest.raises(TypeError, match="progress must be a callable"):
+        resolve_weights("imagenet", progress=True)
