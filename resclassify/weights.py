@@ -1,11 +1,13 @@
 """Where weight files come from: Keras's cache, a download checked by hash, or a local path."""
 
+import glob
 import hashlib
 import http.client
 import os
 import socket
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,6 +16,11 @@ from pathlib import Path
 
 from .archs import ARCHS
 from .errors import WeightsError
+
+try:
+    import fcntl
+except ImportError:  # Windows: stale downloads are told by their age alone
+    fcntl = None
 
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 MIRROR_VARIABLE = "RESCLASSIFY_WEIGHTS_MIRROR"
@@ -143,6 +150,7 @@ def _url_file(spec, *, offline, progress, notice):
 
 def _cached_or_download(url, target, algorithm, expected, *, offline, progress, notice):
     """The cached target if its hash is right; else one download, checked. Errors name the way out."""
+    remove_stale_partials(target)
     damaged = None
     if target.is_file():
         if expected is None:
@@ -200,11 +208,66 @@ def _opener(url):
     return urllib.request.build_opener()
 
 
+# A download writes to .<name>.<random>.part beside its target and renames it when checked. A
+# process killed with kill -9 (or a machine that lost power) leaves its .part file behind, and
+# nothing else would ever remove it. The writer holds an exclusive flock on its .part file for
+# as long as it writes (the kernel releases it when the process dies, however it dies), so a
+# .part file that can be locked has no writer. It must also be older than STALE_PART_AGE_S: that
+# covers the instants between creating the file and locking it, and between closing it and the
+# rename, and, where flock does not work (no fcntl, some network file systems), it is the test
+# on its own: a live download writes what arrives at least every DOWNLOAD_TIMEOUT_S (see _copy),
+# or gives up.
+STALE_PART_AGE_S = 10 * 60
+
+
+def _partial_names(target):
+    return f".{glob.escape(target.name)}.*.part"
+
+
+def _lock(stream):
+    """Take the writer's lock on an open .part file: True if taken, False if another holds it, None if unknown."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # no locks on this file system
+        return None
+    return True
+
+
+def remove_stale_partials(target, now=None):
+    """Remove what killed downloads of target left in the cache: .part files no process writes to.
+
+    Best effort: a file that cannot be checked or removed (a read-only cache) is left alone.
+    """
+    now = time.time() if now is None else now
+    try:
+        candidates = list(Path(target).parent.glob(_partial_names(Path(target))))
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            if now - path.stat().st_mtime < STALE_PART_AGE_S:
+                continue
+            with open(path, "rb") as stream:
+                if _lock(stream) is False:
+                    continue  # a live download, however slow
+                # Still the file that was looked at (not one made since under the same name).
+                if os.fstat(stream.fileno()).st_ino == path.stat().st_ino:
+                    path.unlink()
+        except OSError:
+            continue
+
+
 def _create_partial(target):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        return tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
-                                           delete=False)
+        partial = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
+                                              delete=False)
+        _lock(partial)  # held until the file is closed, or the process ends: see remove_stale_partials
+        return partial
     except OSError as exc:
         raise CacheNotWritable(
             f"cannot write to the weights cache {target.parent}: {exc.strerror or exc}; "
@@ -216,7 +279,8 @@ def download(url, target, *, algorithm=None, expected=None, progress=None, timeo
     """Fetch url to target atomically: a temporary file beside it, checked, then renamed.
 
     Whatever goes wrong (an HTTP error, a dropped connection, a wrong hash, Ctrl-C), the
-    temporary file is removed and target is left as it was. progress: see resolve_weights.
+    temporary file is removed and target is left as it was; if the process is killed outright,
+    the next use of the cache removes it (remove_stale_partials). progress: see resolve_weights.
     """
     target = Path(target)
     opener = _opener(url)
@@ -280,9 +344,12 @@ def _copy(response, out, digest, total, progress, name):
     received = 0
     if progress is not None:
         progress(name, received, total)
-    while chunk := response.read(1 << 16):
+    # read1: whatever has arrived, up to 64 KiB, so a slow server's bytes reach the file (and its
+    # modification time) as they come, never more than DOWNLOAD_TIMEOUT_S apart in a live download.
+    while chunk := response.read1(1 << 16):
         try:
             out.write(chunk)
+            out.flush()
         except OSError as exc:  # a full disk is not a network error
             raise CacheNotWritable(f"cannot write {out.name}: {exc.strerror or exc}") from None
         if digest is not None:

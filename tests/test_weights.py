@@ -309,3 +309,59 @@ def test_download_progress_goes_to_a_callback_and_nothing_is_drawn(mirror, capfd
     assert capfd.readouterr() == ("", "")
     with pytest.raises(TypeError, match="progress must be a callable"):
         resolve_weights("imagenet", progress=True)
+
+
+def part_file(name, age_s, body=b"half"):
+    """A .part file as a download leaves it, last written age_s seconds ago."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    path = cache_dir() / f".{name}.{os.urandom(4).hex()}.part"
+    path.write_bytes(body)
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime - age_s))
+    return path
+
+
+def test_stale_part_files_are_removed_when_the_cache_is_next_used_for_that_file(official_body, tmp_path):
+    import fcntl
+
+    stale = part_file(OFFICIAL_NAME, age_s=weights.STALE_PART_AGE_S + 60)
+    recent = part_file(OFFICIAL_NAME, age_s=5)  # maybe a download that has only just begun
+    other = part_file("resnet101_weights_tf_dim_ordering_tf_kernels.h5", age_s=weights.STALE_PART_AGE_S + 60)
+    locked = part_file(OFFICIAL_NAME, age_s=weights.STALE_PART_AGE_S + 60)
+    (cache_dir() / OFFICIAL_NAME).write_bytes(official_body)
+    # A writer holds a lock on its .part file for as long as it lives (flock is per open file, so
+    # this one holds even against a check from this same process), however long it stalls.
+    with open(locked, "rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        assert resolve_weights("imagenet", offline=True) == cache_dir() / OFFICIAL_NAME
+    assert not stale.exists()
+    assert recent.exists() and locked.exists()
+    assert other.exists()  # another file's: left for when that file is used
+    assert (cache_dir() / OFFICIAL_NAME).read_bytes() == official_body
+
+
+def test_a_download_killed_with_kill_9_is_cleaned_up_by_the_next_use(weights_server, official_body, monkeypatch):
+    import signal
+    import sys
+    import time
+
+    weights_server.files["/" + OFFICIAL_NAME] = official_body
+    weights_server.stall["/" + OFFICIAL_NAME] = 70_000
+    monkeypatch.setenv("RESCLASSIFY_WEIGHTS_MIRROR", weights_server.url("/"))
+    child = subprocess.Popen([sys.executable, "-c", "import resclassify.weights as w; w.resolve_weights('imagenet')"])
+    try:
+        deadline = time.monotonic() + 30
+        while not [p for p in cache_dir().glob(".*.part") if p.stat().st_size >= 65_536]:
+            assert child.poll() is None and time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.05)
+        [part] = cache_dir().glob(".*.part")
+        # However old its file looks, a download whose process lives is left alone...
+        later = time.time() + weights.STALE_PART_AGE_S + 60
+        weights.remove_stale_partials(cache_dir() / OFFICIAL_NAME, now=later)
+        assert part.exists()
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # ...and once it is killed outright, nothing of it is left after the next use of the file.
+    assert part.exists()
+    weights.remove_stale_partials(cache_dir() / OFFICIAL_NAME, now=later)
+    assert not part.exists()

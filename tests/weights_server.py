@@ -7,7 +7,8 @@ import urllib.parse
 
 
 class WeightsServer:
-    """Serves files[path] = bytes; `cut[path] = n` sends the full Content-Length but only n bytes.
+    """Serves files[path] = bytes; `cut[path] = n` sends the full Content-Length but only n bytes;
+    `stall[path] = n` sends n bytes, then nothing more until the server closes (a download in progress).
 
     Requests are recorded (path as the handler saw it) so tests can tell whether the network was
     touched. Works as an HTTP proxy too: a request line with an absolute URL is served by its path.
@@ -16,7 +17,9 @@ class WeightsServer:
     def __init__(self, tls_context=None):
         self.files = {}
         self.cut = {}
+        self.stall = {}
         self.requests = []
+        self.closing = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -31,6 +34,12 @@ class WeightsServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if path in server.stall:
+                    self.wfile.write(body[: server.stall[path]])
+                    self.wfile.flush()
+                    server.closing.wait()
+                    self.close_connection = True
+                    return
                 if path in server.cut:
                     self.wfile.write(body[: server.cut[path]])
                     self.wfile.flush()
@@ -57,6 +66,7 @@ class WeightsServer:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def close(self):
+        self.closing.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()
