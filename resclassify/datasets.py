@@ -45,6 +45,11 @@ def expand_inputs(inputs, stdin=None):
     return [item for group in items for item in group]
 
 
+def input_path(item):
+    """The path of an item of expand_inputs' list, an image path or an InputError."""
+    return item.path if isinstance(item, InputError) else item
+
+
 def _expand_path(path):
     if os.path.isdir(path):
         images = find_images(path)
@@ -396,3 +401,87 @@ def _apply_real_labels(truth, real_labels_file, classes):
     unused = [entry_name(n) for n in range(len(real)) if n not in used]
     if unused:
         truth.labels_without_image[real_labels_file] = unused
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards: an array job's task K of N takes its contiguous part of the sorted input list, so the N
+# tasks cover every input exactly once whichever machine runs each, and their files merge in order.
+
+SLURM_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
+KUBERNETES_VARIABLE = "JOB_COMPLETION_INDEX"
+
+
+class ShardError(ValueError):
+    """A --shard value, or an array job's environment, that names no shard; the message says why."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` (1-based) of `count`."""
+
+    index: int
+    count: int
+
+    def __post_init__(self):
+        if not 1 <= self.index <= self.count:
+            raise ShardError(f"shard {self.index}/{self.count}: K must be between 1 and N")
+
+    def __str__(self):
+        return f"{self.index}/{self.count}"
+
+    def bounds(self, total):
+        """[start, stop) of this shard in a list of total items: sizes differ by at most one."""
+        return (self.index - 1) * total // self.count, self.index * total // self.count
+
+    def take(self, items, key=None):
+        """This shard's part of items, after sorting them (by key, default the items themselves)."""
+        ordered = sorted(items, key=key)
+        start, stop = self.bounds(len(ordered))
+        return ordered[start:stop]
+
+
+def parse_shard(text, environ=None, shards=None):
+    """--shard K/N, or auto: from a Slurm array or a Kubernetes Indexed Job (with shards = --shards N)."""
+    text = text.strip()
+    if text == "auto":
+        return shard_from_environment(os.environ if environ is None else environ, shards)
+    if shards is not None:
+        raise ShardError("--shards goes with --shard auto (a Kubernetes Indexed Job's completions)")
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not match:
+        raise ShardError(f"{text!r} is not K/N (for example 2/8) or auto")
+    return Shard(int(match.group(1)), int(match.group(2)))
+
+
+def shard_from_environment(environ, shards=None):
+    """The shard an array job's task is: Slurm's array variables first, then Kubernetes's completion index."""
+    if "SLURM_ARRAY_TASK_ID" in environ:
+        task, first, count = (_environment_integer(environ, name) for name in SLURM_VARIABLES)
+        step = _environment_integer(environ, "SLURM_ARRAY_TASK_STEP") if environ.get("SLURM_ARRAY_TASK_STEP") else 1
+        position, remainder = divmod(task - first, max(step, 1))
+        if remainder or not 0 <= position < count:
+            raise ShardError(f"Slurm array task {task} (first {first}, step {step}, {count} tasks) is not one of "
+                             "evenly spaced indices; submit the array as --array=0-<N-1> or pass --shard K/N")
+        if shards is not None and shards != count:
+            raise ShardError(f"--shards {shards} differs from the Slurm array's {count} tasks")
+        return Shard(position + 1, count)
+    if KUBERNETES_VARIABLE in environ:
+        index = _environment_integer(environ, KUBERNETES_VARIABLE)
+        if shards is None:
+            raise ShardError(f"{KUBERNETES_VARIABLE} is set (a Kubernetes Indexed Job): give the Job's completions "
+                             "with --shards N")
+        if not 0 <= index < shards:
+            raise ShardError(f"{KUBERNETES_VARIABLE}={index} is outside 0..{shards - 1} (--shards {shards})")
+        return Shard(index + 1, shards)
+    raise ShardError("--shard auto: no array job here (neither Slurm's SLURM_ARRAY_TASK_ID nor a Kubernetes Indexed "
+                     f"Job's {KUBERNETES_VARIABLE} is set); pass --shard K/N")
+
+
+def _environment_integer(environ, name):
+    value = environ.get(name)
+    if value is None:
+        raise ShardError(f"--shard auto: {name} is not set")
+    try:
+        return int(value)
+    except ValueError:
+        raise ShardError(f"--shard auto: {name}={value!r} is not a whole number") from None
