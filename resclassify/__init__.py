@@ -2,17 +2,16 @@
 
 from .config import Preprocessing, resolve_preprocessing
 from .errors import (BackendError, ChoiceError, DatasetError, DeviceError, ImageError, InputError, ModelError,
-                     ResclassifyError, WeightsError)
+                     RecordFileError, ResclassifyError, WeightsError)
 from .datasets import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "classify", "evaluate", "find_ground_truth", "load_model", "Preprocessing", "resolve_preprocessing",
-    "ResclassifyError", "InputError", "ImageError", "DatasetError", "WeightsError", "ModelError", "DeviceError",
-    "BackendError", "ChoiceError",
-    "__version__",
+    "classify", "evaluate", "report_from_prediction_files", "find_ground_truth", "load_model", "Preprocessing",
+    "resolve_preprocessing", "ResclassifyError", "InputError", "ImageError", "DatasetError", "WeightsError",
+    "ModelError", "DeviceError", "BackendError", "ChoiceError", "RecordFileError", "__version__",
 ]
 
 
@@ -31,7 +30,11 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     download (resclassify itself draws nothing). notice, if given, receives one-line messages
     worth showing (a damaged cached file being fetched again, a batch halved when the device runs
     out of memory). An unknown arch, precision, device or backend raises ChoiceError.
+
+    The network keeps these arguments as .recipe, so that another process (a Ray actor) can
+    load the same one.
     """
+    recipe = _recipe(locals())
     from . import backends
     from .archs import ARCH_CHOICES
     from .config import PRECISION_CHOICES, check_choice
@@ -42,45 +45,82 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     # Before any download: a backend that is not installed is the first thing to say.
     backend = backends.resolve(backend)
     if model is not None:
-        return load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
-                                      classes_path=classes, backend=backend, notice=notice)
-    check_choice("architecture", arch, ARCH_CHOICES)
-    path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
-    return load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
-                           classes_path=classes, backend=backend, notice=notice)
+        classifier = load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
+                                            classes_path=classes, backend=backend, notice=notice)
+    else:
+        check_choice("architecture", arch, ARCH_CHOICES)
+        path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
+        classifier = load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
+                                     classes_path=classes, backend=backend, notice=notice)
+    classifier.recipe = {**recipe, "backend": backend}
+    return classifier
+
+
+def _recipe(arguments):
+    """load_model's arguments as another process on another machine needs them: paths absolute, no callbacks."""
+    import os
+
+    recipe = {name: value for name, value in arguments.items() if name not in ("progress", "notice", "verbose")}
+    for name in ("model", "classes"):
+        if recipe.get(name) is not None:
+            recipe[name] = os.path.abspath(os.path.expanduser(str(recipe[name])))
+    weights = str(recipe.get("weights"))
+    if weights != "imagenet" and not weights.startswith(("http://", "https://")):
+        recipe["weights"] = os.path.abspath(os.path.expanduser(weights))
+    return recipe
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None,
-             max_pixels=DEFAULT_MAX_PIXELS):
-    """Yield one record per input, in order: {"path", "model", "predictions": [...]} or {"path", "error"}.
+             max_pixels=DEFAULT_MAX_PIXELS, engine=None):
+    """Yield one record per input, in order: {"path", "model", "predictions": [...], "run": {...}} or {"path", "error"}.
 
-    preprocessing defaults to the model's own (its input size and normalization).
+    preprocessing defaults to the model's own (its input size and normalization). run says what
+    produced the record beside the model (backend, precision, weights, preprocessing, top_k).
 
-    paths may hold image files and InputError objects (see datasets.expand_inputs).
+    paths may hold image files and InputError objects (see datasets.expand_inputs). engine runs
+    the network: this machine by default, or resclassify.engines.ray.RayEngine for a Ray cluster.
     """
-    from .pipeline import prediction_record, score
+    from .pipeline import prediction_record
+    from .records import run_identity
 
+    if engine is None:
+        from .engines import local_engine
+
+        engine = local_engine()
     if preprocessing is None:
         preprocessing = model.preprocessing()
-    for scored in score(paths, model, preprocessing, batch_size=batch_size, workers=workers,
-                        max_pixels=max_pixels):
-        yield prediction_record(scored, model.classes, top_k, model_name=model.name,
-                                backend=model.backend)
+    run = run_identity(model, preprocessing, top_k)
+    for scored in engine.score(list(paths), model, preprocessing, batch_size=batch_size, workers=workers,
+                               max_pixels=max_pixels):
+        yield prediction_record(scored, model.classes, top_k, model_name=model.name, backend=model.backend,
+                                run=run)
 
 
-def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, batch_size=32,
-             preprocessing=None, workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None):
+def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, shard=None, batch_size=32,
+             preprocessing=None, workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None, engine=None):
     """Top-1/top-5 (and top-k) accuracy of model over a folder of labelled images, as a dict.
 
     The ground truth is class folders under folder, or the labels file `labels` (CSV/TSV,
     Kaggle's LOC_val_solution.csv or the ILSVRC2012 devkit's ground truth); `real_labels` is a
-    ReaL real.json. on_record(record) sees each image's result as it is scored. Raises
-    DatasetError when the ground truth cannot be worked out. preprocessing defaults to the
-    model's own (its input size and normalization), as in classify.
+    ReaL real.json. shard ("K/N" or datasets.Shard) evaluates that part of the sorted images.
+    on_record(record) sees each image's result as it is scored. Raises DatasetError when the
+    ground truth cannot be worked out. preprocessing defaults to the model's own (its input
+    size and normalization), as in classify.
     """
+    from .datasets import parse_shard
     from .evaluation import run_evaluation
 
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
     ground_truth = find_ground_truth(folder, labels, real_labels, classes=model.classes)
-    return run_evaluation(ground_truth, model, top_k=top_k, limit=limit, batch_size=batch_size,
+    return run_evaluation(ground_truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=batch_size,
                           preprocessing=preprocessing, workers=workers, max_pixels=max_pixels,
-                          on_record=on_record)
+                          on_record=on_record, engine=engine)
+
+
+def report_from_prediction_files(paths):
+    """The evaluation report rebuilt from eval --predictions-out files (e.g. an array job's shards), and
+    their records, as (report, records); no model, no network. See evaluation.report_from_prediction_files."""
+    from .evaluation import report_from_prediction_files as from_files
+
+    return from_files(paths)

@@ -130,6 +130,76 @@ def download_progress(quiet):
     return DownloadProgress(sys.stderr, enabled=sys.stderr.isatty() and not quiet)
 
 
+def scale_options(command):
+    """Options for runs bigger than one machine: a shard of the inputs."""
+    options = [
+        click.option("--shard", "shard_text", default=None, metavar="K/N|auto",
+                     help="Run only shard K of N: the K-th contiguous part of the sorted inputs, so N runs cover "
+                          "each input once. auto: from a Slurm array (SLURM_ARRAY_TASK_ID, _MIN, _COUNT) or a "
+                          "Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards)."),
+        click.option("--shards", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="With --shard auto in a Kubernetes Indexed Job: the Job's completions."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def chosen_shard(shard_text, shards):
+    """The Shard --shard/--shards name, or None; a usage error (exit 2) when they name none."""
+    from .datasets import ShardError, parse_shard
+
+    if shard_text is None:
+        if shards is not None:
+            raise click.UsageError("--shards goes with --shard auto")
+        return None
+    try:
+        return parse_shard(shard_text, shards=shards)
+    except ShardError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--shard'") from None
+
+
+def chosen_engine(engine, ray_address, options):
+    """The engine to run on; for Ray, checked to be installed before anything slow starts."""
+    from .engines import open_engine
+
+    if ray_address and engine != "ray":
+        raise click.UsageError("--ray-address goes with --engine ray")
+    return open_engine(engine, address=ray_address, device=options["device"], threads=options["threads"],
+                       verbose=options["verbose"])
+
+
+def open_model_for(engine, options):
+    """open_model, for an engine: one that runs the network elsewhere gets a CPU copy here for names and checks."""
+    if engine.name != "local":
+        options = {**options, "device": "cpu"}
+    return open_model(**options)
+
+
+def check_resume_options(output, output_option, resume, force):
+    if resume and output is None:
+        raise click.UsageError(f"--resume continues the file {output_option} names: give {output_option} FILE")
+    if resume and force:
+        raise click.UsageError("--resume continues the file, --force starts it over: give one of them")
+
+
+def earlier_records(path, paths, identity):
+    """--resume: the records the file already holds, checked against this run; the half-written tail cut off."""
+    from .records import check_earlier_records, cut_to_whole_records, read_record_file
+
+    existing = read_record_file(path)
+    counts = check_earlier_records(existing.records, paths, identity, path)
+    cut_to_whole_records(existing)
+    return existing, counts
+
+
+def open_for_appending(path):
+    try:
+        return open(path, "a", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
 def describe_run(classifier, preprocessing):
     """One line saying which network and preprocessing produced a run's results."""
     if classifier.arch == "custom":
@@ -166,13 +236,23 @@ def cli():
 @click.option("-k", "--top-k", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many classes to show per image.")
 @format_options("predictions")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl|FILE.csv",
+              callback=lambda ctx, param, value: check_record_file_name("predict-records", value),
+              help="Write the records to FILE as they come (JSON Lines or CSV, by extension); stdout then shows "
+                   "the table only on a terminal, or what --format asks for.")
+@click.option("--resume", is_flag=True,
+              help="Continue the --output file of an interrupted run: keep its records, drop a half-written "
+                   "last line, classify only the inputs it lacks.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@scale_options
 @model_options
 @reports_errors
-def predict(inputs, top_k, format_name, as_json, **options):
+def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_text, shards, engine="local",
+            ray_address=None, **options):
     """Print the top classes for each image.
 
     INPUT is an image file, a folder (searched recursively for images), or - to read paths
-    from stdin, one a line. Results come in input order.
+    from stdin, one a line. Results come in input order (with --shard, in sorted order).
 
     \b
     Examples:
@@ -180,27 +260,66 @@ def predict(inputs, top_k, format_name, as_json, **options):
       find photos -name '*.jpg' | resclassify predict --json - | jq .predictions[0].label
       resclassify predict --arch resnet152v2 photos/
       resclassify predict --model flowers.keras --classes flowers.txt photos/
+      resclassify predict photos/ --shard 3/8 --output labels-3.jsonl --resume
     """
     from . import classify
-    from .datasets import expand_inputs
-    from .output import open_writer
+    from .datasets import expand_inputs, input_path
+    from .output import open_file_writer, open_writer
 
+    check_resume_options(output, "--output", resume, force)
+    shard = chosen_shard(shard_text, shards)
+    if output is not None and not resume:
+        check_can_write(output, force)
+    elif output is not None:
+        check_can_write(output, True)
+    engine = chosen_engine(engine, ray_address, options)
     items = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
-    model, preprocessing = open_model(**options)
-    writer = open_writer("predictions", chosen_format("predictions", format_name, as_json), sys.stdout,
-                         about=describe_run(model, preprocessing))
-    failed = 0
-    for record in classify(items, model, top_k=top_k, batch_size=options["batch_size"],
-                           preprocessing=preprocessing, workers=options["threads"],
-                           max_pixels=options["max_pixels"]):
-        if "error" in record:
-            failed += 1
-            report_error(f"{record['path']}: {record['error']}")
-        writer.write(record)
-    writer.close()
+    if shard is not None:
+        items = shard.take(items, key=input_path)
+    model, preprocessing = open_model_for(engine, options)
+    earlier_failed, header = 0, True
+    if resume:
+        from .records import identity_of_run
+
+        existing, counts = earlier_records(output, [input_path(item) for item in items],
+                                           identity_of_run(model, preprocessing, top_k))
+        earlier_failed = sum(1 for record in existing.records if "error" in record)
+        header = existing.header is None
+        remaining = []
+        for item in items:
+            if counts[input_path(item)]:
+                counts[input_path(item)] -= 1
+            else:
+                remaining.append(item)
+        total, items = len(items), remaining
+    else:
+        total = len(items)
+
+    format_given = (click.get_current_context().get_parameter_source("format_name")
+                    is not click.core.ParameterSource.DEFAULT) or as_json
+    with contextlib.ExitStack() as stack:
+        writers = []
+        if output is None or format_given or sys.stdout.isatty():
+            writers.append(open_writer("predictions", chosen_format("predictions", format_name, as_json), sys.stdout,
+                                       about=describe_run(model, preprocessing)))
+        if output is not None:
+            stream = stack.enter_context(open_for_appending(output) if resume else open_for_writing(output, force))
+            writers.append(open_file_writer("predict-records", output, stream, header=header))
+        stack.enter_context(engine)
+        failed = earlier_failed
+        for record in classify(items, model, top_k=top_k, batch_size=options["batch_size"],
+                               preprocessing=preprocessing, workers=options["threads"],
+                               max_pixels=options["max_pixels"], engine=engine):
+            if "error" in record:
+                failed += 1
+                report_error(f"{record['path']}: {record['error']}")
+            for writer in writers:
+                writer.write(record)
+        for writer in writers:
+            writer.close()
     if failed:
         if not options["quiet"]:
-            report_warning(f"{failed} of {len(items)} inputs could not be classified")
+            report_warning(f"{failed} of {total} inputs could not be classified")
         sys.exit(1)
 
 
@@ -217,17 +336,18 @@ def report_options(command):
                              "confusions and misclassified images with thumbnails.")(command)
 
 
-def record_file_option(name, kind, help_text):
-    def check_extension(ctx, param, value):
-        if value is not None:
-            try:
-                file_format(kind, value)
-            except ValueError as exc:
-                raise click.BadParameter(str(exc)) from None
-        return value
+def check_record_file_name(kind, value):
+    if value is not None:
+        try:
+            file_format(kind, value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
+
+def record_file_option(name, kind, help_text):
     return click.option(name, type=click.Path(dir_okay=False), metavar="FILE.jsonl|FILE.csv",
-                        callback=check_extension, help=help_text)
+                        callback=lambda ctx, param, value: check_record_file_name(kind, value), help=help_text)
 
 
 def check_can_write(path, force):
@@ -250,7 +370,10 @@ def open_for_writing(path, force):
 
 
 @cli.command(name="eval")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("sources", nargs=-1, metavar="FOLDER | --from-predictions FILE...")
+@click.option("--from-predictions", is_flag=True,
+              help="Build the report from prediction files (eval --predictions-out .jsonl/.csv, e.g. the shards of "
+                   "an array job) instead of running a model over FOLDER; no model, no network.")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Labels for a flat folder: CSV/TSV with a header (filename,label), Kaggle's "
                    "LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt.")
@@ -267,18 +390,24 @@ def open_for_writing(path, force):
 @record_file_option("--misclassified-out", "misclassified", "Write the images whose top-1 missed, with true and "
                                                             "predicted labels.")
 @report_options
+@click.option("--resume", is_flag=True,
+              help="Continue the --predictions-out file of an interrupted run: count its records, run only the "
+                   "images it lacks; the report covers all of them.")
 @click.option("--force", is_flag=True, help="Overwrite existing --predictions-out/--misclassified-out/--report files.")
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, metavar="PCT",
               help="Exit with status 1 when top-1 accuracy (in %) is below PCT.")
+@scale_options
 @model_options
 @reports_errors
-def eval_command(folder, labels_file, real_labels_file, top_k, limit, format_name, as_json, predictions_out,
-                 misclassified_out, report_path, report_images, force, fail_under, **options):
+def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k, limit, format_name, as_json,
+                 predictions_out, misclassified_out, report_path, report_images, resume, force, fail_under, shard_text,
+                 shards, engine="local", ray_address=None, **options):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
     class index (0..999, as ImageNetV2); or it is a flat folder and --labels says which
-    class each image is.
+    class each image is. With --from-predictions, the arguments are prediction files
+    instead, whose report is that of one run over all their images.
 
     \b
     Examples:
@@ -286,20 +415,36 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, format_nam
       resclassify eval val_flat --labels ILSVRC2012_validation_ground_truth.txt
       resclassify eval imagenetv2-matched-frequency --json --predictions-out run.jsonl
       resclassify eval imagenet/val --report report.html
+      resclassify eval imagenet/val --shard 2/8 --predictions-out shard-2.jsonl --resume
+      resclassify eval --from-predictions shard-*.jsonl
     """
     from .datasets import find_ground_truth
     from .evaluation import misclassified_record, reported_ks, run_evaluation
     from .labels import read_class_file
-    from .output import EvalProgress, open_file_writer, open_writer
+    from .output import EvalProgress, open_file_writer
 
     named = {"--predictions-out": predictions_out, "--misclassified-out": misclassified_out, "--report": report_path}
     outputs = [path for path in named.values() if path is not None]
     for first, second in itertools.combinations([(n, p) for n, p in named.items() if p is not None], 2):
         if os.path.abspath(first[1]) == os.path.abspath(second[1]):
             raise click.UsageError(f"{first[0]} and {second[0]} name the same file")
+    if from_predictions:
+        report_format = chosen_format("report", format_name, as_json)
+        return report_from_files(sources, report_format, misclassified_out, report_path, report_images, force,
+                                 fail_under)
+    if len(sources) != 1:
+        raise click.UsageError("eval takes one FOLDER (or --from-predictions FILE...)" if sources else
+                               "Missing argument 'FOLDER'.")
+    folder = sources[0]
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"Directory {folder!r} does not exist." if not os.path.exists(folder) else
+                                 f"{folder!r} is not a folder.", param_hint="'FOLDER'")
+    check_resume_options(predictions_out, "--predictions-out", resume, force)
+    shard = chosen_shard(shard_text, shards)
     for path in outputs:
-        check_can_write(path, force)
+        check_can_write(path, force or (resume and path == predictions_out))
     quiet = options["quiet"]
+    engine = chosen_engine(engine, ray_address, options)
     # Ground truth before the model where the class names are known without it, so that a
     # wrong folder fails in a second, not after TensorFlow has started.
     if options["classes_path"] is not None:
@@ -308,32 +453,59 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, format_nam
         truth = find_ground_truth(folder, labels_file, real_labels_file)
     else:
         truth = None
-    model, preprocessing = open_model(**options)
+    model, preprocessing = open_model_for(engine, options)
     if truth is None:
         truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes)
     if not quiet:
         warn_about_unmatched(truth)
     run_count = len(truth.images) if limit is None else min(limit, len(truth.images))
+    if shard is not None:
+        start, stop = shard.bounds(run_count)
+        run_count = stop - start
     real = real_labels_file is not None
+
+    previous, earlier, header = [], [], True
+    if resume:
+        from .evaluation import check_earlier_records
+        from .records import cut_to_whole_records, identity_of_run, read_record_file
+
+        previous = read_record_file(predictions_out)
+        earlier = previous.records
+        # The same checks run_evaluation makes, before the file is cut: a file that is refused stays whole.
+        images = truth.images if limit is None else truth.images[:limit]
+        if shard is not None:
+            images = shard.take(images, key=lambda image: image.path)
+        check_earlier_records(earlier, images, identity_of_run(model, preprocessing, top_k), predictions_out)
+        cut_to_whole_records(previous)
+        header = previous.header is None
 
     with contextlib.ExitStack() as stack:
         writers = []
         if predictions_out:
-            stream = stack.enter_context(open_for_writing(predictions_out, force))
+            stream = stack.enter_context(open_for_appending(predictions_out) if resume else
+                                         open_for_writing(predictions_out, force))
             writers.append((open_file_writer("eval-records", predictions_out, stream, ks=reported_ks(top_k),
-                                             real_labels=real), None))
+                                             real_labels=real, header=header), None))
         if misclassified_out:
-            stream = stack.enter_context(open_for_writing(misclassified_out, force))
+            stream = stack.enter_context(open_for_writing(misclassified_out, force or resume))
             writers.append((open_file_writer("misclassified", misclassified_out, stream, real_labels=real),
                             misclassified_record))
-        progress = stack.enter_context(
-            EvalProgress(run_count, sys.stderr, enabled=sys.stderr.isatty() and not quiet))
-
         collector = None
         if report_path:
             from .report_html import ReportCollector
 
             collector = ReportCollector(report_images)
+        # Resumed: the earlier records first, so the misclassified file and the page cover the whole run.
+        for record in earlier:
+            if collector is not None:
+                collector.add(record)
+            for writer, convert in writers[1 if predictions_out else 0:]:
+                row = convert(record) if convert else record
+                if row is not None:
+                    writer.write(row)
+        stack.enter_context(engine)
+        progress = stack.enter_context(
+            EvalProgress(run_count - len(earlier), sys.stderr, enabled=sys.stderr.isatty() and not quiet))
 
         def on_record(record):
             if collector is not None:
@@ -346,11 +518,61 @@ def eval_command(folder, labels_file, real_labels_file, top_k, limit, format_nam
                     writer.write(row)
             progress.advance()
 
-        report = run_evaluation(truth, model, top_k=top_k, limit=limit, batch_size=options["batch_size"],
+        report = run_evaluation(truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=options["batch_size"],
                                 preprocessing=preprocessing, workers=options["threads"],
-                                max_pixels=options["max_pixels"], on_record=on_record)
+                                max_pixels=options["max_pixels"], on_record=on_record, previous=previous,
+                                engine=engine)
+    finish_evaluation(report, chosen_format("report", format_name, as_json), fail_under, quiet, run_count, report_path,
+                      collector, force)
 
-    writer = open_writer("report", chosen_format("report", format_name, as_json), sys.stdout)
+
+def report_from_files(files, report_format, misclassified_out, report_path, report_images, force, fail_under):
+    """eval --from-predictions: the report of the files' records, no model; only output options apply."""
+    from .evaluation import misclassified_record, report_from_prediction_files
+    from .output import open_file_writer
+
+    ctx = click.get_current_context()
+    allowed = {"sources", "from_predictions", "format_name", "as_json", "misclassified_out", "report_path",
+               "report_images", "force", "fail_under", "quiet"}
+    given = [param for param in ctx.command.params if param.name not in allowed
+             and ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT]
+    if given:
+        raise click.UsageError(f"{given[0].opts[-1]} does not go with --from-predictions: the files already hold "
+                               "the model's results")
+    if not files:
+        raise click.UsageError("--from-predictions needs the prediction files: FILE...")
+    for path in (misclassified_out, report_path):
+        if path is not None:
+            check_can_write(path, force)
+    report, records = report_from_prediction_files(files)
+    collector = None
+    if report_path:
+        from .report_html import ReportCollector
+
+        collector = ReportCollector(report_images)
+        for record in records:
+            collector.add(record)
+    if misclassified_out:
+        real = any("real_labels" in record for record in records)
+        with open_for_writing(misclassified_out, force) as stream:
+            writer = open_file_writer("misclassified", misclassified_out, stream, real_labels=real)
+            for record in records:
+                row = misclassified_record(record)
+                if row is not None:
+                    writer.write(row)
+            writer.close()
+    for failure in report["failed"]:
+        report_error(f"{failure['path']}: {failure['error']}")
+    run_count = report["images"]["evaluated"] + report["images"]["failed"]
+    finish_evaluation(report, report_format, fail_under, ctx.params["quiet"], run_count, report_path, collector, force)
+
+
+def finish_evaluation(report, report_format, fail_under, quiet, run_count, report_path=None, collector=None,
+                      force=False):
+    """Print the report (and write the HTML page); exit 1 when images failed or top-1 is under --fail-under."""
+    from .output import open_writer
+
+    writer = open_writer("report", report_format, sys.stdout)
     writer.write(report)
     writer.close()
     if report_path:

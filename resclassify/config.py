@@ -13,6 +13,8 @@ DEVICE_CHOICES = ("auto", "cpu", "gpu")
 PRECISION_CHOICES = ("float32", "bfloat16", "float16")
 # The Keras backends resclassify runs on (backends/ has a module for each).
 BACKEND_CHOICES = ("tensorflow", "jax")
+# Where a run executes (resclassify.engines): this machine, or a Ray cluster.
+ENGINE_CHOICES = ("local", "ray")
 
 # A user's own model that does not say otherwise is most likely a fine-tuned ResNet50 (caffe).
 DEFAULT_CUSTOM_NORMALIZATION = "caffe"

@@ -40,3 +40,7 @@ class BackendError(ResclassifyError):
 
 class ChoiceError(ResclassifyError, ValueError):
     """A value outside its list of choices (architecture, precision, device, backend, normalization)."""
+
+
+class RecordFileError(ResclassifyError):
+    """A prediction record file cannot be read back, or does not belong with the run or files beside it."""

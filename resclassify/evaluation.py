@@ -1,11 +1,17 @@
-"""Evaluation: runs a folder's labelled images through the one pipeline, counts hits, builds the report."""
+"""Evaluation: labelled images through the pipeline (or saved prediction files) → records → hits → the report."""
 
+import os
 import time
 
+from .archs import ARCH_CHOICES
+from .config import Preprocessing
 from .datasets import FIRST_FEW
+from .errors import RecordFileError
 from .images import DEFAULT_MAX_PIXELS
-from .metrics import AccuracyTally, top_k as ranked_top_k, wilson_interval
-from .pipeline import prediction_record, score
+from .metrics import AccuracyTally, hit_at_k, top_k as ranked_top_k, wilson_interval
+from .pipeline import prediction_record
+from .records import check_earlier_records as records_check, describe_differences, differences, identity_of, \
+    identity_of_run, read_record_file, run_identity
 
 CONFIDENCE_INTERVAL = "Wilson score interval, 95%"
 WORST_CLASSES = 10
@@ -17,41 +23,129 @@ def reported_ks(k):
     return tuple(sorted({1, 5, k}))
 
 
-def run_evaluation(ground_truth, model, *, top_k=5, limit=None, batch_size=32, preprocessing=None,
-                   workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None):
+class RecordTally:
+    """Counts eval records into the report's figures: a live run's and saved files' go through the same door,
+    so a report rebuilt from files matches the run's to the last digit."""
+
+    def __init__(self, ks):
+        self.ks = ks
+        self.accuracy = AccuracyTally(ks)
+        self.failed = []
+        self.class_records = {}  # index -> {"index", "wnid", "label"}, as the records name it
+
+    def add(self, record):
+        true = record["true"]
+        self.class_records.setdefault(true["index"], true)
+        if "error" in record:
+            self.failed.append({"path": record["path"], "error": record["error"]})
+            return
+        best = record["predictions"][0]
+        self.class_records.setdefault(best["index"], {key: best[key] for key in ("index", "wnid", "label")})
+        self.accuracy.add_hits(true["index"], {k: record[f"hit@{k}"] for k in self.ks}, best["index"])
+
+
+def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batch_size=32, preprocessing=None,
+                   workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None, previous=(), engine=None):
     """Evaluate model on a GroundTruth (datasets.find_ground_truth) and return the report as a dict.
 
     preprocessing defaults to the model's own (model.preprocessing(): its input size and
-    normalization). on_record, if given, is called with each image's record as soon as it is
-    scored, in sorted path order: {"path", "true", "predictions", "hit@1", "hit@5", ...} or
-    {"path", "true", "error"}.
+    normalization). limit keeps the first images in sorted path order; shard (datasets.Shard)
+    then keeps its part. on_record, if given, is called with each image's record as soon as it
+    is scored, in sorted path order: {"path", "model", "true", "predictions", "hit@1", "hit@5",
+    ..., "run"} or {"path", "true", "error"}. previous holds the records an earlier, interrupted
+    run of the same evaluation wrote (--resume; a list, or the records.RecordFile read back):
+    they are counted, not run again, after checking that they come from this model and run.
+    engine runs the network (resclassify.engines; default this machine).
     """
     if preprocessing is None:
         preprocessing = model.preprocessing()
     classes = model.classes
     ks = reported_ks(top_k)
     images = ground_truth.images if limit is None else ground_truth.images[:limit]
-    tally = AccuracyTally(ks)
-    failed = []
+    if shard is not None:
+        images = shard.take(images, key=lambda image: image.path)
+    run = run_identity(model, preprocessing, top_k)
+    tally = RecordTally(ks)
+    source = getattr(previous, "path", "the earlier records")
+    previous = getattr(previous, "records", previous)
+    done = check_earlier_records(previous, images, identity_of_run(model, preprocessing, top_k), source)
+    for record in previous:
+        tally.add(record)
+    todo = [image for image in images if image.path not in done]
+    if engine is None:
+        from .engines import local_engine
+
+        engine = local_engine()
     started = time.perf_counter()
-    scored_images = score((image.path for image in images), model, preprocessing, batch_size=batch_size,
-                          workers=workers, max_pixels=max_pixels)
-    for image, scored in zip(images, scored_images):
-        record = {"path": image.path, "true": class_record(classes, image.true_index)}
-        if image.real_labels is not None:
-            record["real_labels"] = list(image.real_labels)
-        if scored.error is not None:
-            failed.append({"path": image.path, "error": scored.error.reason})
-            record["error"] = scored.error.reason
-        else:
-            ranked = ranked_top_k(scored.probabilities, max(ks))
-            hits = tally.add(image.true_index, ranked, image.accepted)
-            record["predictions"] = prediction_record(scored, classes, top_k)["predictions"]
-            record.update({f"hit@{k}": hit for k, hit in hits.items()})
+    scored_images = engine.score([image.path for image in todo], model, preprocessing, batch_size=batch_size,
+                                 workers=workers, max_pixels=max_pixels)
+    for image, scored in zip(todo, scored_images):
+        record = evaluation_record(image, scored, classes, ks, top_k, model, run)
+        tally.add(record)
         if on_record is not None:
             on_record(record)
     seconds = time.perf_counter() - started
-    return _report(ground_truth, model, preprocessing, ks, limit, len(images), tally, failed, seconds)
+    skipped_reasons = {}
+    for skipped in ground_truth.skipped:
+        skipped_reasons.setdefault(skipped.reason, []).append(skipped.path)
+    return _report(
+        tally,
+        folder=ground_truth.folder,
+        ground_truth={"layout": ground_truth.layout, "labels_file": ground_truth.labels_file,
+                      "real_labels_file": ground_truth.real_labels_file},
+        model={"name": model.name, "arch": model.arch, "weights": model.weights, "backend": model.backend,
+               "device": _device(model, engine), "precision": model.precision, "classes": len(model.classes)},
+        preprocessing=preprocessing,
+        images={"found": ground_truth.found, "labelled": len(ground_truth.images), "limit": limit,
+                "not_run": len(ground_truth.images) - len(images), "skipped": len(ground_truth.skipped)},
+        skipped={reason: _first_few(paths) for reason, paths in skipped_reasons.items()},
+        labels_without_image={source: _first_few(names)
+                              for source, names in ground_truth.labels_without_image.items()},
+        throughput=_throughput(len(todo), seconds),
+        shard=None if shard is None else str(shard),
+        resumed=len(previous),
+    )
+
+
+def _device(model, engine):
+    described = getattr(engine, "describe", lambda classifier: None)(model)
+    return described or model.device
+
+
+def evaluation_record(image, scored, classes, ks, top_k, model, run):
+    """An image's eval record: its true class, and its top-k with hit@k, or the reason it has none."""
+    record = {"path": image.path}
+    if scored.error is None:
+        record["model"] = model.name
+        record["backend"] = model.backend
+    record["true"] = class_record(classes, image.true_index)
+    if image.real_labels is not None:
+        record["real_labels"] = list(image.real_labels)
+    if scored.error is not None:
+        record["error"] = scored.error.reason
+        return record
+    ranked = ranked_top_k(scored.probabilities, max(ks))
+    record["predictions"] = prediction_record(scored, classes, top_k)["predictions"]
+    record.update({f"hit@{k}": hit_at_k(ranked, image.accepted, k) for k in ks})
+    record["run"] = run
+    return record
+
+
+def check_earlier_records(previous, images, identity, source="the file"):
+    """The paths an earlier run's records cover, after checking they belong to this evaluation.
+
+    Each must be one of this run's images, with the same true class, from the same model and
+    run; else RecordFileError, as resuming would mix two runs.
+    """
+    truth = {image.path: image.true_index for image in images}
+    for record in previous:
+        path = record["path"]
+        if "true" not in record:
+            raise RecordFileError(f"{source}: {path}: no true class (a predict --output file?)")
+        if path in truth and record["true"]["index"] != truth[path]:
+            raise RecordFileError(f"{source}: {path}: true class {record['true']['index']} there, "
+                                  f"{truth[path]} in this run's ground truth")
+    return set(records_check(previous, list(truth), identity, source))
 
 
 def class_record(classes, index):
@@ -71,6 +165,88 @@ def misclassified_record(record):
     return row
 
 
+# ---------------------------------------------------------------------------------------------
+# The report from saved prediction files (eval --from-predictions, resclassify report).
+
+def read_prediction_files(paths):
+    """The eval records of prediction files (eval --predictions-out, .jsonl or .csv), checked to belong together.
+
+    Raises RecordFileError naming the files when one is cut off, holds predict's records rather
+    than eval's, shares an image with another (overlapping shards), or comes from another model,
+    weights, preprocessing or top-k than the first. An empty file (an empty shard) is fine.
+    """
+    if not paths:
+        raise RecordFileError("no prediction files given")
+    records, owner, identity, identity_file = [], {}, None, None
+    for path in map(str, paths):
+        if not os.path.isfile(path):
+            raise RecordFileError(f"{path}: {'is not a file' if os.path.exists(path) else 'no such file'}")
+        read = read_record_file(path)
+        if read.cut_off:
+            raise RecordFileError(f"{path}: its last record is cut off (a run killed while writing?); finish the "
+                                  "run with --resume first")
+        for record in read.records:
+            if "true" not in record:
+                raise RecordFileError(f"{path}: {record['path']}: no true class: --from-predictions reads eval's "
+                                      "--predictions-out files, not predict's output")
+            if record["path"] in owner:
+                first = owner[record["path"]]
+                where = f"{path} twice" if first == path else f"both {first} and {path}"
+                raise RecordFileError(f"{record['path']} is in {where}: the files overlap")
+            owner[record["path"]] = path
+            records.append(record)
+            found = identity_of(record)
+            if found is None:
+                continue  # an image that could not be read: no model output to compare
+            if identity is None:
+                identity, identity_file = found, path
+            elif found != identity:
+                raise RecordFileError(f"{path} and {identity_file} come from different runs: "
+                                      f"{describe_differences(differences(found, identity), path, identity_file)}")
+    if identity is None:
+        raise RecordFileError(f"{', '.join(map(str, paths))}: no image in them was classified; nothing to report")
+    records.sort(key=lambda record: record["path"])
+    return records, identity
+
+
+def report_from_prediction_files(paths):
+    """The evaluation report rebuilt from prediction files (e.g. the shards of an array job), and their records.
+
+    Returns (report, records): the report has the figures of one run over all the files' images,
+    identical to the last digit; records are every image's record, in sorted path order.
+    No network and no model: the files hold the hits.
+    """
+    records, identity = read_prediction_files(paths)
+    ks = reported_ks(identity["top_k"])
+    tally = RecordTally(ks)
+    for record in records:
+        missing = [f"hit@{k}" for k in ks if "error" not in record and f"hit@{k}" not in record]
+        if missing:
+            raise RecordFileError(f"{record['path']}: its record has no {', '.join(missing)}")
+        tally.add(record)
+    name = identity["model"]
+    report = _report(
+        tally,
+        folder=None,
+        ground_truth={"layout": "prediction files", "labels_file": None, "real_labels_file": None},
+        model={"name": name, "arch": name if name in ARCH_CHOICES else "custom", "weights": identity["weights"],
+               "backend": identity["backend"], "device": None, "precision": identity["precision"],
+               "classes": identity["classes"]},
+        preprocessing=identity["preprocessing"],
+        images={"found": None, "labelled": None, "limit": None, "not_run": None, "skipped": None},
+        skipped={},
+        labels_without_image={},
+        throughput={"seconds": None, "images_per_second": None},
+        shard=None,
+        resumed=0,
+        prediction_files=[str(path) for path in paths],
+    )
+    return report, records
+
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
 def _percent(fraction):
     return round(100.0 * fraction, 4)
 
@@ -89,47 +265,59 @@ def _first_few(names):
     return {"count": len(names), "first": list(names[:FIRST_FEW])}
 
 
-def _report(truth, model, preprocessing, ks, limit, run, tally, failed, seconds):
-    classes = model.classes
-    skipped_reasons = {}
-    for skipped in truth.skipped:
-        skipped_reasons.setdefault(skipped.reason, []).append(skipped.path)
+def _throughput(processed, seconds):
+    return {"seconds": round(seconds, 3),
+            "images_per_second": round(processed / seconds, 2) if seconds > 0 else None}
 
-    def class_row(index, images, correct):
-        row = {**class_record(classes, index), "images": images}
+
+def _preprocessing_section(preprocessing):
+    if isinstance(preprocessing, Preprocessing):
+        return {**preprocessing.as_dict(), "description": preprocessing.describe()}
+    try:
+        description = Preprocessing(**preprocessing).describe()
+    except TypeError:  # written by a version with other preprocessing fields
+        description = ", ".join(f"{key} {value}" for key, value in preprocessing.items())
+    return {**preprocessing, "description": description}
+
+
+def _report(tally, *, folder, ground_truth, model, preprocessing, images, skipped, labels_without_image, throughput,
+            shard, resumed, prediction_files=None):
+    ks = tally.ks
+    accuracy = tally.accuracy
+
+    def class_row(index, count, correct):
+        row = {**tally.class_records[index], "images": count}
         for k in ks:
             row[f"top{k}_correct"] = correct[k]
-        row["top1_accuracy_percent"] = _percent(correct[1] / images)
+        row["top1_accuracy_percent"] = _percent(correct[1] / count)
         return row
 
-    processed = tally.images + len(failed)
     return {
-        "folder": truth.folder,
-        "ground_truth": {"layout": truth.layout, "labels_file": truth.labels_file,
-                         "real_labels_file": truth.real_labels_file},
-        "model": {"name": model.name, "arch": model.arch, "weights": model.weights,
-                  "backend": model.backend, "device": model.device,
-                  "precision": model.precision, "classes": len(model.classes)},
-        "preprocessing": {**preprocessing.as_dict(), "description": preprocessing.describe()},
+        "folder": folder,
+        "prediction_files": prediction_files,
+        "ground_truth": ground_truth,
+        "model": model,
+        "preprocessing": _preprocessing_section(preprocessing),
         "images": {
-            "found": truth.found,
-            "labelled": len(truth.images),
-            "limit": limit,
-            "not_run": len(truth.images) - run,
-            "evaluated": tally.images,
-            "failed": len(failed),
-            "skipped": len(truth.skipped),
+            "found": images["found"],
+            "labelled": images["labelled"],
+            "limit": images["limit"],
+            "not_run": images["not_run"],
+            "evaluated": accuracy.images,
+            "failed": len(tally.failed),
+            "skipped": images["skipped"],
         },
-        "failed": failed,
-        "skipped": {reason: _first_few(paths) for reason, paths in skipped_reasons.items()},
-        "labels_without_image": {source: _first_few(names) for source, names in truth.labels_without_image.items()},
-        "accuracy": {f"top{k}": _accuracy(tally.correct[k], tally.images) for k in ks},
+        "shard": shard,
+        "resumed": resumed,
+        "failed": tally.failed,
+        "skipped": skipped,
+        "labels_without_image": labels_without_image,
+        "accuracy": {f"top{k}": _accuracy(accuracy.correct[k], accuracy.images) for k in ks},
         "confidence_interval": CONFIDENCE_INTERVAL,
-        "throughput": {"seconds": round(seconds, 3),
-                       "images_per_second": round(processed / seconds, 2) if seconds > 0 else None},
-        "per_class": [class_row(*row) for row in tally.per_class()],
-        "worst_classes": [class_row(*row) for row in tally.worst_classes(WORST_CLASSES)],
-        "confusions": [{"true": class_record(classes, true), "predicted": class_record(classes, predicted),
+        "throughput": throughput,
+        "per_class": [class_row(*row) for row in accuracy.per_class()],
+        "worst_classes": [class_row(*row) for row in accuracy.worst_classes(WORST_CLASSES)],
+        "confusions": [{"true": tally.class_records[true], "predicted": tally.class_records[predicted],
                         "count": count}
-                       for (true, predicted), count in tally.most_frequent_confusions(TOP_CONFUSIONS)],
+                       for (true, predicted), count in accuracy.most_frequent_confusions(TOP_CONFUSIONS)],
     }

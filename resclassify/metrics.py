@@ -53,6 +53,12 @@ class AccuracyTally:
         that count as a hit (the true class alone unless given, as ReaL gives a set)."""
         accepted = {true_index} if accepted is None else accepted
         hits = {k: hit_at_k(ranked, accepted, k) for k in self.ks}
+        self.add_hits(true_index, hits, int(ranked[0]))
+        return hits
+
+    def add_hits(self, true_index, hits, predicted):
+        """Count one image whose hits are already known ({k: bool}, as a saved record holds them);
+        predicted is its top-1 class, for the confusions."""
         self.images += 1
         self.class_images[true_index] += 1
         for k, hit in hits.items():
@@ -60,8 +66,7 @@ class AccuracyTally:
                 self.correct[k] += 1
                 self.class_correct[k][true_index] += 1
         if not hits[self.ks[0]]:
-            self.confusions[(true_index, int(ranked[0]))] += 1
-        return hits
+            self.confusions[(true_index, predicted)] += 1
 
     def per_class(self):
         """(class index, images, {k: correct}) for every class seen, by class index."""

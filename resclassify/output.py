@@ -7,9 +7,12 @@ line, as the records come; a command that writes one report (eval) writes one JS
 
 import csv
 import functools
+import io
 import json
 import os
 import time
+
+from .records import LABEL_SEPARATOR, LIST_SEPARATOR, PREDICT_CSV_COLUMNS, eval_csv_columns
 
 
 class TableWriter:
@@ -81,22 +84,36 @@ class JsonArrayWriter:
         self.stream.flush()
 
 
+def run_cell(record):
+    """A record's run identity as one CSV cell: compact JSON, read back by records.read_record_file."""
+    run = record.get("run")
+    return "" if run is None else json.dumps(run, separators=(",", ":"), allow_nan=False)
+
+
 class CsvWriter:
-    """One row per (image, rank); an image that failed gets one row with its error."""
+    """One row per (image, rank); an image that failed gets one row with its error.
 
-    columns = ("path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error")
+    header=False when appending to a file that has one (predict --output --resume).
+    """
 
-    def __init__(self, stream, **context):
+    columns = PREDICT_CSV_COLUMNS
+
+    def __init__(self, stream, header=True, **context):
         self.stream = stream
-        self.writer = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n")
-        self.writer.writeheader()
+        if header:
+            csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n").writeheader()
 
     def write(self, record):
+        # All of an image's rows in one write, so a killed run leaves at most one image half-written.
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n")
         if "error" in record:
-            self.writer.writerow({"path": record["path"], "error": record["error"]})
+            writer.writerow({"path": record["path"], "error": record["error"]})
+        run = run_cell(record)
         for p in record.get("predictions", ()):
-            self.writer.writerow({"path": record["path"], "model": record.get("model"),
-                                  "backend": record.get("backend"), **p})
+            writer.writerow({"path": record["path"], "model": record.get("model"), "backend": record.get("backend"),
+                             **p, "run": run})
+        self.stream.write(text.getvalue())
         self.stream.flush()
 
     def close(self):
@@ -107,33 +124,37 @@ class CsvWriter:
 # eval: per-image record files (--predictions-out, --misclassified-out), the summary, progress.
 
 
-def _joined(values):
-    return " ".join(str(v) for v in values)
+def _joined(values, separator=LIST_SEPARATOR):
+    return separator.join(str(v) for v in values)
 
 
 class PredictionsCsvWriter:
-    """One row per image: its true class, its top-k (space-separated lists), hit@k as 1 or 0."""
+    """One row per image: its true class, hit@k as 1 or 0, its top-k as lists (labels split by |), model and run.
 
-    def __init__(self, stream, ks=(1, 5), real_labels=False, **context):
+    header=False when appending to a file that has one (eval --resume).
+    """
+
+    def __init__(self, stream, ks=(1, 5), real_labels=False, header=True, **context):
         self.stream = stream
         self.ks = ks
-        columns = ["path", "true_index", "true_wnid", "true_label"] + (["real_labels"] if real_labels else [])
-        columns += [f"hit@{k}" for k in ks] + ["predicted_indices", "predicted_labels", "predicted_probabilities",
-                                                 "error"]
-        self.writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-        self.writer.writeheader()
+        self.writer = csv.DictWriter(stream, fieldnames=eval_csv_columns(ks, real_labels), lineterminator="\n",
+                                     extrasaction="ignore")
+        if header:
+            self.writer.writeheader()
 
     def write(self, record):
         true = record["true"]
         row = {"path": record["path"], "true_index": true["index"], "true_wnid": true["wnid"],
-               "true_label": true["label"], "error": record.get("error", "")}
+               "true_label": true["label"], "error": record.get("error", ""), "model": record.get("model"),
+               "backend": record.get("backend"), "run": run_cell(record)}
         if "real_labels" in record:
             row["real_labels"] = _joined(record["real_labels"])
         predictions = record.get("predictions")
         if predictions:
             row.update({f"hit@{k}": int(record[f"hit@{k}"]) for k in self.ks})
             row["predicted_indices"] = _joined(p["index"] for p in predictions)
-            row["predicted_labels"] = _joined(p["label"] for p in predictions)
+            row["predicted_wnids"] = _joined(p["wnid"] or "-" for p in predictions)
+            row["predicted_labels"] = _joined((p["label"] for p in predictions), LABEL_SEPARATOR)
             row["predicted_probabilities"] = _joined(p["probability"] for p in predictions)
         self.writer.writerow(row)
         self.stream.flush()
@@ -220,10 +241,15 @@ def _plural(count, word):
 
 
 SUMMARY_LABEL_WIDTH = 15
+# How many prediction files the summary names before it says "and N more".
+FIRST_FILES = 3
 
 
 def summary_heading(report):
     """The summary's first line: what was evaluated."""
+    files = report.get("prediction_files")
+    if files:
+        return f"Evaluation from {_plural(len(files), 'prediction file')}"
     return f"Evaluation of {report['folder']}" if report.get("folder") else "Evaluation"
 
 
@@ -234,17 +260,29 @@ def summary_fields(report):
     """
     images = report["images"]
     model = report["model"]
-    fields = [("Ground truth", report["ground_truth"]["layout"])]
+    files = report.get("prediction_files")
+    if files:
+        more = f", and {len(files) - FIRST_FILES} more" if len(files) > FIRST_FILES else ""
+        fields = [("Files", ", ".join(files[:FIRST_FILES]) + more)]
+    else:
+        fields = [("Ground truth", report["ground_truth"]["layout"])]
     if report["ground_truth"]["labels_file"]:
         fields.append(("Labels file", report["ground_truth"]["labels_file"]))
     if report["ground_truth"]["real_labels_file"]:
         fields.append(("ReaL labels", report["ground_truth"]["real_labels_file"]))
     fields.append(("Model", model_line(model)))
     fields.append(("Preprocessing", report["preprocessing"]["description"]))
-    counts = [f"{images['evaluated']:,} evaluated", f"{images['failed']:,} failed", f"{images['skipped']:,} skipped"]
-    if images["limit"] is not None:
-        counts.append(f"{images['not_run']:,} not run (--limit {images['limit']})")
-    fields.append(("Images", f"{', '.join(counts)} (of {_plural(images['found'], 'image file')} found)"))
+    counts = [f"{images['evaluated']:,} evaluated", f"{images['failed']:,} failed"]
+    if images["skipped"] is not None:  # unknown when the report was rebuilt from prediction files
+        counts.append(f"{images['skipped']:,} skipped")
+    cut = [f"--limit {images['limit']}"] if images["limit"] is not None else []
+    cut += [f"--shard {report['shard']}"] if report.get("shard") else []
+    if cut:
+        counts.append(f"{images['not_run']:,} not run ({', '.join(cut)})")
+    found = f" (of {_plural(images['found'], 'image file')} found)" if images["found"] is not None else ""
+    fields.append(("Images", f"{', '.join(counts)}{found}"))
+    if report.get("resumed"):
+        fields.append(("", f"{report['resumed']:,} of them from the earlier run's records (--resume)"))
     if images["failed"]:
         fields.append(("", "failed images are left out of every figure below, numerator and denominator"))
     return fields
@@ -252,10 +290,12 @@ def summary_fields(report):
 
 def model_line(model):
     """Which network produced the figures: arch and weights (or the user's model), device, precision."""
+    # No device for a report rebuilt from prediction files: the shards may have run on several.
+    device = f", on {model['device']}" if model.get("device") else ""
     if model["arch"] == "custom":
-        line = f"{model['weights']} ({model['classes']:,} classes), on {model['device']}, {model['precision']}"
+        line = f"{model['weights']} ({model['classes']:,} classes){device}, {model['precision']}"
     else:
-        line = f"{model['arch']}, weights {model['weights']}, on {model['device']}, {model['precision']}"
+        line = f"{model['arch']}, weights {model['weights']}{device}, {model['precision']}"
     if model.get("backend"):
         line += f", {model['backend']} backend"
     return line
@@ -296,8 +336,10 @@ def throughput_line(report):
         return None
     images = report["images"]
     rate = throughput["images_per_second"]
+    # A resumed run timed only the images it ran itself.
+    done = images["evaluated"] + images["failed"] - (report.get("resumed") or 0)
     return (f"Throughput: {'n/a' if rate is None else f'{rate:,.1f}'} images/s "
-            f"({images['evaluated'] + images['failed']:,} images in {throughput['seconds']:.2f} s)")
+            f"({done:,} images in {throughput['seconds']:.2f} s)")
 
 
 def print_eval_summary(report, stream):
@@ -565,6 +607,8 @@ OUTPUTS = {
                                         "csv": CsvWriter}, json="jsonl"),
     # eval's report on stdout (one per run)
     "report": OutputKind("report", {"table": ReportSummaryWriter, "json": ReportJsonWriter}, json="json"),
+    # predict --output FILE: predict's records, format from the file's extension
+    "predict-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": CsvWriter}),
     # eval --predictions-out FILE: one record per image, format from the file's extension
     "eval-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": PredictionsCsvWriter}),
     # eval --misclassified-out FILE: one record per top-1 miss

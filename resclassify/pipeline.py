@@ -100,10 +100,12 @@ def _submit_batch(network, waiting, classifier, preprocessing, batch_size):
     return network.submit(run)
 
 
-def prediction_record(scored, classes, k, model_name=None, backend=None):
-    """The record every output format writes: the top k classes (and which model, on which backend), or the error.
+def prediction_record(scored, classes, k, model_name=None, backend=None, run=None):
+    """The record every output format writes: the top k classes (and which model, on which backend, in which
+    run), or the error.
 
-    wnid is None for classes without WordNet ids (a user's own model).
+    wnid is None for classes without WordNet ids (a user's own). run is records.run_identity's
+    dict: what else, beside the model's name, tells this run's records from another's.
     """
     if scored.error is not None:
         return {"path": scored.path, "error": scored.error.reason}
@@ -124,4 +126,6 @@ def prediction_record(scored, classes, k, model_name=None, backend=None):
     if backend is not None:
         record["backend"] = backend
     record["predictions"] = predictions
+    if run is not None:
+        record["run"] = run
     return record

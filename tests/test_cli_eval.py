@@ -106,7 +106,9 @@ def test_predictions_out_jsonl(cli_run, weights_file, six, tmp_path):
     assert [r["path"] for r in records] == sorted(expected)
     for record in records:
         n = int(re.search(r"image(\d)\.jpg$", record["path"]).group(1))
-        assert record.keys() == {"path", "true", "predictions", "hit@1", "hit@5"}
+        assert list(record) == ["path", "model", "backend", "true", "predictions", "hit@1", "hit@5", "run"]
+        assert record["model"] == "resnet50" and record["run"]["top_k"] == 5
+        assert record["run"] == expected[record["path"]]["run"]  # eval and predict name a run alike
         assert record["true"] == {"index": labels[n], "wnid": CLASSES.wnids[labels[n]], "label": CLASSES.labels[labels[n]]}
         assert [p["index"] for p in record["predictions"]] == ranks[n][:5]
         classify_predictions = expected[record["path"]]["predictions"]
@@ -123,12 +125,15 @@ def test_predictions_out_csv_and_misclassified_out(cli_run, weights_file, six, t
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(predictions.open()))
     assert list(rows[0]) == ["path", "true_index", "true_wnid", "true_label", "hit@1", "hit@5", "predicted_indices",
-                             "predicted_labels", "predicted_probabilities", "error"]
+                             "predicted_wnids", "predicted_labels", "predicted_probabilities", "error", "model",
+                             "backend", "run"]
     for row in rows:
         n = int(re.search(r"image(\d)\.jpg$", row["path"]).group(1))
         assert (row["true_index"], row["true_label"]) == (str(labels[n]), CLASSES.labels[labels[n]])
         assert row["predicted_indices"] == " ".join(map(str, ranks[n][:5]))
-        assert row["predicted_labels"] == " ".join(CLASSES.labels[i] for i in ranks[n][:5])
+        assert row["predicted_wnids"] == " ".join(CLASSES.wnids[i] for i in ranks[n][:5])
+        assert row["predicted_labels"] == "|".join(CLASSES.labels[i] for i in ranks[n][:5])
+        assert row["model"] == "resnet50" and json.loads(row["run"])["weights"] == "resnet50_random.h5"
         assert (row["hit@1"], row["hit@5"]) == (str(int(labels[n] == ranks[n][0])), str(int(labels[n] in ranks[n][:5])))
         assert row["error"] == ""
     misses = list(csv.DictReader(misclassified.open()))

@@ -59,10 +59,12 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
 
     as_csv = cli_run("predict", "--weights", weights_file, "-k", "3", "--format", "csv", *SAMPLES)
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert list(rows[0]) == ["path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error"]
+    assert list(rows[0]) == ["path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error",
+                             "run"]
     flattened = [
         {"path": r["path"], "model": "resnet50", "backend": "tensorflow", "rank": str(p["rank"]),
-         "index": str(p["index"]), "wnid": p["wnid"], "label": p["label"], "error": ""}
+         "index": str(p["index"]), "wnid": p["wnid"], "label": p["label"], "error": "",
+         "run": json.dumps(r["run"], separators=(",", ":"))}
         for r in expected for p in r["predictions"]
     ]
     assert [{k: v for k, v in row.items() if k != "probability"} for row in rows] == flattened
@@ -73,8 +75,16 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
 def test_json_record_layout(cli_run, weights_file):
     result = cli_run("predict", "--weights", weights_file, "--json", SAMPLES[0])
     [record] = jsonl(result.stdout)
-    assert list(record) == ["path", "model", "backend", "predictions"]
+    assert list(record) == ["path", "model", "backend", "predictions", "run"]
     assert record["model"] == "resnet50" and record["backend"] == "tensorflow"
+    # What else tells this run's records from another's: compact, no path of this machine.
+    assert record["run"] == {
+        "precision": "float32", "weights": "resnet50_random.h5",
+        "weights_fingerprint": record["run"]["weights_fingerprint"], "classes": 1000,
+        "preprocessing": {"name": "center-crop", "size": 224, "crop_fraction": 0.875, "interpolation": "bicubic",
+                          "mode": "caffe", "exact_decode": False},
+        "top_k": 5}
+    assert re.fullmatch(r"[0-9a-f]{16}", record["run"]["weights_fingerprint"])
     assert [list(p) for p in record["predictions"]] == [["rank", "index", "wnid", "label", "probability"]] * 5
     assert [p["rank"] for p in record["predictions"]] == [1, 2, 3, 4, 5]
     probabilities = [p["probability"] for p in record["predictions"]]

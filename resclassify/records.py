@@ -1,0 +1,366 @@
+"""Prediction record files: what identifies the run behind a record, and reading JSON Lines or CSV
+record files back (for --resume and eval --from-predictions), a half-written last record dropped."""
+
+import collections
+import csv
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from .errors import RecordFileError
+
+# CSV cells that hold lists: numbers and WordNet ids are separated by spaces; labels by "|",
+# since a user's own class names may hold spaces.
+LIST_SEPARATOR = " "
+LABEL_SEPARATOR = "|"
+
+PREDICT_CSV_COLUMNS = ("path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error", "run")
+
+# A weights file is known by its name and a fingerprint of its bytes: a hash of its size and of
+# FINGERPRINT_SAMPLES evenly spaced pieces. Retrained weights differ nearly everywhere, so the
+# pieces tell them apart, and reading 64 KiB costs nothing beside loading the file.
+FINGERPRINT_SAMPLES = 16
+FINGERPRINT_PIECE_BYTES = 4096
+
+
+def eval_csv_columns(ks, real_labels=False):
+    """The columns of eval's --predictions-out CSV, one row per image."""
+    columns = ["path", "true_index", "true_wnid", "true_label"] + (["real_labels"] if real_labels else [])
+    columns += [f"hit@{k}" for k in ks]
+    columns += ["predicted_indices", "predicted_wnids", "predicted_labels", "predicted_probabilities", "error",
+                "model", "backend", "run"]
+    return columns
+
+
+# ---------------------------------------------------------------------------------------------
+# Which run a record came from.
+
+def file_fingerprint(path):
+    """A short hex fingerprint of a file's bytes (size and sampled pieces); None if it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _fingerprint(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(path, size, mtime_ns):
+    digest = hashlib.sha256(str(size).encode())
+    try:
+        with open(path, "rb") as stream:
+            for n in range(FINGERPRINT_SAMPLES):
+                stream.seek(max(0, size - FINGERPRINT_PIECE_BYTES) * n // max(1, FINGERPRINT_SAMPLES - 1))
+                digest.update(stream.read(FINGERPRINT_PIECE_BYTES))
+    except OSError:
+        return None
+    return digest.hexdigest()[:16]
+
+
+def run_identity(classifier, preprocessing, top_k):
+    """What a record carries as "run", beside its model's name and backend, so that files from different
+    runs are never mixed.
+
+    Another precision, weights file, class count, preprocessing or top-k makes another run (and so
+    do another model and backend). The device does not: it moves probabilities by rounding only.
+    """
+    return {
+        "precision": classifier.precision,
+        "weights": os.path.basename(str(classifier.weights)),
+        "weights_fingerprint": file_fingerprint(classifier.weights),
+        "classes": len(classifier.classes),
+        "preprocessing": preprocessing.as_dict(),
+        "top_k": top_k,
+    }
+
+
+def identity_of_run(classifier, preprocessing, top_k):
+    """The identity of this run's records, as identity_of reads it back from one."""
+    return {"model": classifier.name, "backend": classifier.backend, **run_identity(classifier, preprocessing, top_k)}
+
+
+def identity_of(record):
+    """The run a record came from ({"model", "backend", ...run}); None for one with no model output (an error)."""
+    if "run" not in record:
+        return None
+    return {"model": record.get("model"), "backend": record.get("backend"), **record["run"]}
+
+
+def _flattened(identity):
+    flat = {}
+    for key, value in identity.items():
+        if isinstance(value, dict):
+            flat.update({f"{key} {inner}": v for inner, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def differences(first, second):
+    """[(field, first's value, second's value)] where two run identities differ, field by field."""
+    a, b = _flattened(first), _flattened(second)
+    return [(key, a.get(key), b.get(key)) for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
+
+
+def describe_differences(found, here, there):
+    """One phrase: "top_k 3 in here, 5 in there; preprocessing size 256 in here, 224 in there"."""
+    return "; ".join(f"{key} {_shown(a)} in {here}, {_shown(b)} in {there}" for key, a, b in found)
+
+
+def _shown(value):
+    return "none" if value is None else str(value)
+
+
+def check_earlier_records(records, paths, identity, source):
+    """How many records each input already has (a Counter), after checking that they belong to this run.
+
+    An earlier run's file may be continued (--resume) only when every record is for one of this
+    run's inputs, and every classified one came from the same model and run (identity: "model"
+    plus run_identity); else RecordFileError naming source and the difference.
+    """
+    wanted = collections.Counter(paths)
+    found = collections.Counter()
+    for record in records:
+        path = record["path"]
+        found[path] += 1
+        if found[path] > wanted[path]:
+            if not wanted[path]:
+                raise RecordFileError(f"{source} holds {path}, which is not among this run's inputs (other inputs, "
+                                      "--limit or --shard?)")
+            raise RecordFileError(f"{source} holds {path} {found[path]} times, more than this run's inputs do")
+        earlier = identity_of(record)
+        if earlier is not None and earlier != identity:
+            raise RecordFileError(f"{source} was written by another run: "
+                                  f"{describe_differences(differences(earlier, identity), source, 'this run')}; "
+                                  "write to another file, or pass --force instead of --resume to start over")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading record files back.
+
+@dataclass
+class RecordFile:
+    """A record file as read back: its whole records, and where a half-written last record began."""
+
+    path: str
+    records: list = field(default_factory=list)
+    # Bytes of the file that hold whole records (and the CSV header): a resumed run cuts the
+    # file here and appends; anything after is what a killed run left half-written.
+    whole_bytes: int = 0
+    cut_off: bool = False
+    header: list = None  # CSV: the header row, if the file has a whole one
+
+    @property
+    def kind(self):
+        """"eval" when its records carry a true class, "predict" when they do not, None when empty."""
+        if not self.records:
+            return None
+        return "eval" if "true" in self.records[0] else "predict"
+
+
+def read_record_file(path):
+    """Read a --predictions-out or predict --output file (.jsonl or .csv) back into records.
+
+    A last line without its newline, or a last record that does not parse or is missing rows, is
+    what a killed run leaves: it is left out (cut_off) and whole_bytes says where it began.
+    Anything else that does not parse is a RecordFileError naming the file and line.
+    """
+    kind = _file_format(path)
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read()
+    except FileNotFoundError:
+        return RecordFile(str(path))
+    except OSError as exc:
+        raise RecordFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if kind == "csv":
+        return _read_csv(str(path), data)
+    return _read_jsonl(str(path), data)
+
+
+def _file_format(path):
+    from .output import file_format  # the one table of formats and their extensions
+
+    try:
+        return file_format("eval-records", path)
+    except ValueError as exc:
+        raise RecordFileError(str(exc)) from None
+
+
+def _lines(data):
+    """(line number, start offset, bytes) of each line ending in a newline; the unterminated tail apart."""
+    lines, start = [], 0
+    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+        if not line.endswith(b"\n"):
+            return lines, True
+        lines.append((number, start, line))
+        start += len(line)
+    return lines, False
+
+
+def _read_jsonl(path, data):
+    lines, cut_off = _lines(data)
+    result = RecordFile(path, cut_off=cut_off)
+    for position, (number, start, line) in enumerate(lines):
+        if not line.strip():
+            result.whole_bytes = start + len(line)
+            continue
+        try:
+            record = json.loads(line.decode("utf-8", errors="surrogateescape"))
+            if not isinstance(record, dict) or "path" not in record:
+                raise ValueError("not a record with a path")
+        except ValueError as exc:
+            if position == len(lines) - 1:
+                # A last line that does not parse was cut short (a crash can leave it padded).
+                result.cut_off = True
+                break
+            raise RecordFileError(f"{path}: line {number}: not a prediction record: {exc}") from None
+        result.records.append(record)
+        result.whole_bytes = start + len(line)
+    return result
+
+
+def _read_csv(path, data):
+    lines, cut_off = _lines(data)
+    result = RecordFile(path, cut_off=cut_off)
+    ends = []  # byte offset after each row
+
+    def text_lines():
+        for _, start, line in lines:
+            ends.append(start + len(line))
+            yield line.decode("utf-8", errors="surrogateescape")
+
+    rows = []  # (row, end offset)
+    reader = csv.reader(text_lines())
+    try:
+        for row in reader:
+            rows.append((row, ends[-1]))
+    except csv.Error:
+        result.cut_off = True  # an open quote at the end: the last row was cut short
+    if not rows:
+        return result
+    header, header_end = rows[0]
+    result.header, result.whole_bytes = header, header_end
+    if header == list(PREDICT_CSV_COLUMNS):
+        _predict_rows(result, rows[1:])
+    elif header[:4] == ["path", "true_index", "true_wnid", "true_label"]:
+        _eval_rows(result, header, rows[1:])
+    else:
+        raise RecordFileError(f"{path}: line 1: not a resclassify record file (its columns are "
+                              f"{', '.join(header)})")
+    return result
+
+
+def _row_or_cut(result, header, row, last):
+    if len(row) == len(header):
+        return dict(zip(header, row))
+    if last:
+        result.cut_off = True
+        return None
+    raise RecordFileError(f"{result.path}: a row has {len(row)} columns, not {len(header)}: {row[:1]}")
+
+
+def _run_cell(result, text):
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise RecordFileError(f"{result.path}: the run column holds {text!r}, not JSON") from None
+
+
+def _predict_rows(result, rows):
+    """Rows of predict's CSV (one per image and rank) grouped back into records."""
+    groups = []  # [record, end offset, ranks expected]
+    for position, (row, end) in enumerate(rows):
+        cells = _row_or_cut(result, PREDICT_CSV_COLUMNS, row, position == len(rows) - 1)
+        if cells is None:
+            break
+        if cells["error"]:
+            groups.append([{"path": cells["path"], "error": cells["error"]}, end, 0])
+            continue
+        try:
+            prediction = {"rank": int(cells["rank"]), "index": int(cells["index"]), "wnid": cells["wnid"] or None,
+                          "label": cells["label"], "probability": float(cells["probability"])}
+        except ValueError as exc:
+            if position == len(rows) - 1:
+                result.cut_off = True
+                break
+            raise RecordFileError(f"{result.path}: the row of {cells['path']} does not read back: {exc}") from None
+        previous = groups[-1][0] if groups else None
+        if (prediction["rank"] == 1 or previous is None or "error" in previous
+                or previous["path"] != cells["path"]):
+            run = _run_cell(result, cells["run"])
+            record = {"path": cells["path"], "model": cells["model"]}
+            if cells["backend"]:
+                record["backend"] = cells["backend"]
+            record["predictions"] = []
+            if run is not None:
+                record["run"] = run
+            groups.append([record, end, min(run["top_k"], run["classes"]) if run else 1])
+        groups[-1][0]["predictions"].append(prediction)
+        groups[-1][1] = end
+    if groups and "error" not in groups[-1][0] and len(groups[-1][0]["predictions"]) < groups[-1][2]:
+        groups.pop()  # the rows of the last image stop short of its top-k: a killed run's
+        result.cut_off = True
+    for record, end, _ in groups:
+        result.records.append(record)
+        result.whole_bytes = end
+
+
+def _split(text, separator=LIST_SEPARATOR):
+    return text.split(separator) if text else []
+
+
+def _eval_rows(result, header, rows):
+    """Rows of eval's --predictions-out CSV turned back into the records it was written from."""
+    hit_columns = [name for name in header if name.startswith("hit@")]
+    for position, (row, end) in enumerate(rows):
+        cells = _row_or_cut(result, header, row, position == len(rows) - 1)
+        if cells is None:
+            break
+        try:
+            record = {"path": cells["path"]}
+            for name in ("model", "backend"):
+                if cells.get(name):
+                    record[name] = cells[name]
+            record["true"] = {"index": int(cells["true_index"]), "wnid": cells["true_wnid"] or None,
+                              "label": cells["true_label"]}
+            if "real_labels" in cells:
+                record["real_labels"] = [int(i) for i in _split(cells["real_labels"])]
+            if cells["error"]:
+                record["error"] = cells["error"]
+            else:
+                indices = [int(i) for i in _split(cells["predicted_indices"])]
+                wnids = _split(cells.get("predicted_wnids", "")) or [""] * len(indices)
+                labels = _split(cells["predicted_labels"], LABEL_SEPARATOR)
+                probabilities = [float(p) for p in _split(cells["predicted_probabilities"])]
+                if not len(indices) == len(wnids) == len(labels) == len(probabilities):
+                    raise ValueError("the predicted_* columns list different numbers of classes (a label with "
+                                     f"{LABEL_SEPARATOR} in it? write .jsonl files instead)")
+                record["predictions"] = [
+                    {"rank": rank, "index": index, "wnid": wnid if wnid and wnid != "-" else None, "label": label,
+                     "probability": probability}
+                    for rank, (index, wnid, label, probability) in enumerate(
+                        zip(indices, wnids, labels, probabilities), start=1)]
+                record.update({name: cells[name] == "1" for name in hit_columns})
+            run = _run_cell(result, cells.get("run", ""))
+            if run is not None:
+                record["run"] = run
+        except (ValueError, KeyError) as exc:
+            if position == len(rows) - 1:
+                result.cut_off = True
+                break
+            raise RecordFileError(f"{result.path}: the row of {cells.get('path')} does not read back: {exc}") from None
+        result.records.append(record)
+        result.whole_bytes = end
+
+
+def cut_to_whole_records(record_file):
+    """Drop what a killed run left half-written at the end of the file, so that appending continues it."""
+    if os.path.exists(record_file.path) and os.path.getsize(record_file.path) != record_file.whole_bytes:
+        with open(record_file.path, "r+b") as stream:
+            stream.truncate(record_file.whole_bytes)
