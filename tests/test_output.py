@@ -15,7 +15,8 @@ def test_every_writer_is_under_a_format_of_the_one_list():
 
 def test_json_is_json_lines_for_record_streams_and_one_object_for_a_report():
     assert {kind: json_format(kind) for kind in OUTPUTS} == {
-        "predictions": "jsonl", "report": "json", "eval-records": None, "misclassified": None, "weights": "jsonl"}
+        "predictions": "jsonl", "report": "json", "predict-records": None, "eval-records": None, "misclassified": None,
+        "weights": "jsonl"}
 
 
 def test_a_kind_refuses_a_format_it_does_not_come_in():
