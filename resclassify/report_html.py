@@ -386,8 +386,8 @@ STYLE = """
 body{margin:0;background:var(--bg);color:var(--ink);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,
 "Helvetica Neue",Arial,sans-serif}
 .wrap{max-width:1240px;margin:0 auto;padding:0 20px}
-header{background:var(--card);border-bottom:1px solid var(--line);position:sticky;top:0;z-index:2}
-header h1{font-size:19px;margin:14px 0 0;overflow-wrap:anywhere}
+header{background:var(--card);border-bottom:1px solid var(--line);position:sticky;top:0;z-index:2;padding-top:14px}
+header h1{font-size:19px;margin:0;overflow-wrap:anywhere}
 header p{margin:2px 0 8px}
 nav{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:center;padding-bottom:12px}
 nav a{color:var(--accent);text-decoration:none;font-weight:600}
