@@ -323,14 +323,19 @@ def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_te
         sys.exit(1)
 
 
-def report_options(command):
-    """--report and --report-images, which eval and report share."""
+def report_images_option(command):
+    """--report-images, which eval --report and the report command share."""
     from .report_html import DEFAULT_REPORT_IMAGES
 
-    command = click.option("--report-images", type=click.IntRange(min=0), default=DEFAULT_REPORT_IMAGES,
-                           show_default=True, metavar="N",
-                           help="At most N thumbnails in the --report page: the most confident mistakes "
-                                "first.")(command)
+    return click.option("--report-images", type=click.IntRange(min=0), default=DEFAULT_REPORT_IMAGES,
+                        show_default=True, metavar="N",
+                        help="At most N thumbnails in the HTML report: the most confident mistakes "
+                             "first.")(command)
+
+
+def report_options(command):
+    """eval's --report and --report-images."""
+    command = report_images_option(command)
     return click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.html",
                         help="Also write a self-contained HTML page to look at: per-class accuracy, "
                              "confusions and misclassified images with thumbnails.")(command)
@@ -601,6 +606,39 @@ def write_report_page(path, report, collector, force):
         raise CommandError(f"{path}: already exists; pass --force to overwrite it") from None
     except OSError as exc:
         raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+@cli.command("report")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False),
+                metavar="FILE.jsonl...")
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.html",
+              help="Where to write the HTML page.")
+@report_images_option
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@reports_errors
+def report_command(files, output_path, report_images, force):
+    """Build eval's HTML report from prediction files, without running the network.
+
+    FILE is what eval --predictions-out wrote: one run, or the files of the shards of one
+    run (--shard), which are merged. The page is the one eval --report writes; thumbnails
+    are made from the image paths in the records, so run it where the images are.
+
+    \b
+    Examples:
+      resclassify report run.jsonl -o report.html
+      resclassify report shard-*.jsonl -o report.html --report-images 500
+    """
+    from .evaluation import report_from_prediction_files
+    from .report_html import ReportCollector
+
+    if any(os.path.abspath(path) == os.path.abspath(output_path) for path in files):
+        raise click.UsageError(f"{output_path} is one of the prediction files")
+    check_can_write(output_path, force)
+    report, records = report_from_prediction_files(files)
+    collector = ReportCollector(report_images)
+    for record in records:
+        collector.add(record)
+    write_report_page(output_path, report, collector, force)
 
 
 def warn_about_unmatched(truth):

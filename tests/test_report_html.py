@@ -433,3 +433,83 @@ def test_sorting_and_the_class_filter_work_in_the_browser(page, evaluated, tmp_p
     assert result["cards"] == sum(wnid in (r["true"]["wnid"], r["predictions"][0]["wnid"]) for r in wrong) > 0
     assert result["rows"] == 1
     assert result["none"] == 0
+
+
+# --- resclassify report: the same page from prediction files -------------------------------------
+
+def section_html(text, name):
+    """One section's markup, as it stands in the page."""
+    return re.search(rf'<section id="{name}">.*?</section>', text, re.S).group(0)
+
+
+@pytest.fixture(scope="module")
+def from_eval(tmp_path_factory, evaluated, weights_file):
+    """eval --report and --predictions-out over the arranged images, and the same run in two shards."""
+    from click.testing import CliRunner
+
+    from resclassify.cli import cli
+
+    _, folder, _, _ = evaluated
+    out = tmp_path_factory.mktemp("from-eval")
+    args = ["eval", str(folder), "--weights", str(weights_file), "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(cli, args + ["--predictions-out", str(out / "run.jsonl"), "--report",
+                                             str(out / "eval.html")])
+    assert result.exit_code == 1, result.output  # the broken file
+    for k in (1, 2):
+        result = CliRunner().invoke(cli, args + ["--shard", f"{k}/2", "--predictions-out", str(out / f"shard{k}.jsonl")])
+        assert result.exit_code in (0, 1), result.output
+    return out
+
+
+def test_report_command_builds_the_eval_page_from_prediction_files(cli_run, from_eval, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("report runs no model")
+
+    monkeypatch.setattr(resclassify, "load_model", no_model)
+    result = cli_run("report", from_eval / "run.jsonl", "-o", from_eval / "report.html")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    page = (from_eval / "report.html").read_text(encoding="utf-8")
+    eval_page = (from_eval / "eval.html").read_text(encoding="utf-8")
+    for name in SECTIONS[1:]:
+        assert section_html(page, name) == section_html(eval_page, name)
+    dom = parse_page(page)
+    summary = dict((dt.text, dd.text) for dt, dd in zip(dom.find(id="summary").find_all("dt"),
+                                                        dom.find(id="summary").find_all("dd")) if dt.text)
+    assert summary["Files"] == str(from_eval / "run.jsonl")
+    assert summary["Images"] == "13 evaluated, 1 failed"
+    eval_tiles = [tile.text for tile in parse_page(eval_page).find_all("div", class_="tile")]
+    assert [tile.text for tile in dom.find_all("div", class_="tile")] == eval_tiles
+
+
+def test_report_command_merges_shards(cli_run, from_eval):
+    shards = [from_eval / "shard1.jsonl", from_eval / "shard2.jsonl"]
+    assert all(path.read_text().strip() for path in shards)
+    result = cli_run("report", *shards, "-o", from_eval / "merged.html", "--report-images", "200")
+    assert result.exit_code == 0, result.stderr
+    page = (from_eval / "merged.html").read_text(encoding="utf-8")
+    eval_page = (from_eval / "eval.html").read_text(encoding="utf-8")
+    for name in SECTIONS[1:]:
+        assert section_html(page, name) == section_html(eval_page, name)
+
+
+def test_report_command_errors(cli_run, from_eval, tmp_path):
+    run = from_eval / "run.jsonl"
+    out = tmp_path / "report.html"
+    out.write_text("keep me")
+    result = cli_run("report", run, "-o", out)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == f"resclassify: error: {out}: already exists; pass --force to overwrite it\n"
+    assert out.read_text() == "keep me"
+    assert cli_run("report", run, "-o", out, "--force", "--report-images", "2").exit_code == 0
+    assert len(parse_page(out.read_text(encoding="utf-8")).find_all("img")) == 2
+    result = cli_run("report", run, "-o", run, "--force")
+    assert result.exit_code == 2 and "is one of the prediction files" in result.stderr
+    predict_output = tmp_path / "predict.jsonl"
+    predict_output.write_text(json.dumps({"path": "a.jpg", "predictions": []}) + "\n")
+    result = cli_run("report", predict_output, "-o", tmp_path / "other.html")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"resclassify: error: {predict_output}: a.jpg: no true class")
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "other.html").exists()
+    result = cli_run("report", "-o", tmp_path / "x.html")
+    assert result.exit_code == 2 and "Missing argument" in result.stderr
