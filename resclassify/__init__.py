@@ -1,8 +1,10 @@
 """resclassify: label images and measure top-1/top-5 error with Keras's ImageNet ResNet50."""
 
+import contextlib
+
 from .config import Preprocessing, resolve_preprocessing
-from .errors import (BackendError, ChoiceError, DatasetError, DeviceError, ImageError, InputError, ModelError,
-                     RecordFileError, ResclassifyError, WeightsError)
+from .errors import (BackendError, ChoiceError, DatasetError, DecodingError, DeviceError, ImageError, InputError,
+                     ModelError, RecordFileError, ResclassifyError, WeightsError)
 from .datasets import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
@@ -11,7 +13,8 @@ __version__ = "0.1.0"
 __all__ = [
     "classify", "evaluate", "report_from_prediction_files", "find_ground_truth", "load_model", "Preprocessing",
     "resolve_preprocessing", "ResclassifyError", "InputError", "ImageError", "DatasetError", "WeightsError",
-    "ModelError", "DeviceError", "BackendError", "ChoiceError", "RecordFileError", "__version__",
+    "ModelError", "DeviceError", "BackendError", "ChoiceError", "RecordFileError", "DecodingError",
+    "__version__",
 ]
 
 
@@ -70,7 +73,7 @@ def _recipe(arguments):
     return recipe
 
 
-def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None,
+def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None, decoding="auto",
              max_pixels=DEFAULT_MAX_PIXELS, engine=None):
     """Yield one record per input, in order: {"path", "model", "predictions": [...], "run": {...}} or {"path", "error"}.
 
@@ -79,6 +82,11 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
 
     paths may hold image files and InputError objects (see datasets.expand_inputs). engine runs
     the network: this machine by default, or resclassify.engines.ray.RayEngine for a Ray cluster.
+
+    decoding: "auto", "threads" or "processes", with `workers` decoding at once (default: the
+    cores); or a decoder from resclassify.decoding.open_decoder, kept open across calls. Worker
+    processes import the calling script again (Python's spawn rule): keep its main code under
+    `if __name__ == "__main__":`.
     """
     from .pipeline import prediction_record
     from .records import run_identity
@@ -90,22 +98,26 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     if preprocessing is None:
         preprocessing = model.preprocessing()
     run = run_identity(model, preprocessing, top_k)
-    for scored in engine.score(list(paths), model, preprocessing, batch_size=batch_size, workers=workers,
-                               max_pixels=max_pixels):
-        yield prediction_record(scored, model.classes, top_k, model_name=model.name, backend=model.backend,
-                                run=run)
+    scored_images = engine.score(list(paths), model, preprocessing, batch_size=batch_size, workers=workers,
+                                 decoding=decoding, max_pixels=max_pixels)
+    # closing: a consumer that stops early (or a Ctrl-C) stops the decode workers at once.
+    with contextlib.closing(scored_images):
+        for scored in scored_images:
+            yield prediction_record(scored, model.classes, top_k, model_name=model.name, backend=model.backend,
+                                    run=run)
 
 
 def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, shard=None, batch_size=32,
-             preprocessing=None, workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None, engine=None):
+             preprocessing=None, workers=None, decoding="auto", max_pixels=DEFAULT_MAX_PIXELS, on_record=None,
+             engine=None):
     """Top-1/top-5 (and top-k) accuracy of model over a folder of labelled images, as a dict.
 
     The ground truth is class folders under folder, or the labels file `labels` (CSV/TSV,
     Kaggle's LOC_val_solution.csv or the ILSVRC2012 devkit's ground truth); `real_labels` is a
     ReaL real.json. shard ("K/N" or datasets.Shard) evaluates that part of the sorted images.
-    on_record(record) sees each image's result as it is scored. Raises DatasetError when the
-    ground truth cannot be worked out. preprocessing defaults to the model's own (its input
-    size and normalization), as in classify.
+    on_record(record) sees each image's result as it is scored. workers and decoding are
+    classify's. Raises DatasetError when the ground truth cannot be worked out. preprocessing
+    defaults to the model's own (its input size and normalization), as in classify.
     """
     from .datasets import parse_shard
     from .evaluation import run_evaluation
@@ -114,8 +126,8 @@ def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=Non
         shard = parse_shard(shard)
     ground_truth = find_ground_truth(folder, labels, real_labels, classes=model.classes)
     return run_evaluation(ground_truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=batch_size,
-                          preprocessing=preprocessing, workers=workers, max_pixels=max_pixels,
-                          on_record=on_record, engine=engine)
+                          preprocessing=preprocessing, workers=workers, decoding=decoding,
+                          max_pixels=max_pixels, on_record=on_record, engine=engine)
 
 
 def report_from_prediction_files(paths):

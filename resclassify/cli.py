@@ -9,8 +9,8 @@ import sys
 import click
 
 from . import __version__
-from .config import (ARCH_CHOICES, BACKEND_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES, NORMALIZE_MODES,
-                     PRECISION_CHOICES, PREPROCESS_CHOICES)
+from .config import (ARCH_CHOICES, BACKEND_CHOICES, DECODING_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES,
+                     NORMALIZE_MODES, PRECISION_CHOICES, PREPROCESS_CHOICES)
 from .errors import ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
 from .output import file_format, formats, json_format, json_help
@@ -90,7 +90,12 @@ def model_options(command):
         click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="float32", show_default=True,
                      help="Compute precision: bfloat16 is faster on CPUs that have it, float16 on GPUs."),
         click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for decoding and the network [default: all cores]."),
+                     help="CPU threads for the network [default: all cores]."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Images decoded at once [default: all cores]."),
+        click.option("--decoding", type=click.Choice(DECODING_CHOICES), default="auto", show_default=True,
+                     help="Decode in worker processes or in threads of this one. auto: processes for a run "
+                          "of 256 images or more with a GPU or 8+ cores, else threads."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
                      help="Refuse images with more pixels than this, before decoding them."),
         click.option("-v", "--verbose", is_flag=True, help="Show the backend's own log messages on stderr."),
@@ -200,13 +205,34 @@ def open_for_appending(path):
         raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
-def describe_run(classifier, preprocessing):
-    """One line saying which network and preprocessing produced a run's results."""
+def open_decoding(engine, images, options):
+    """The decoder for a run of `images` images, from --decoding/--workers/--device: open it before the
+    model, so that worker processes start while the model loads. None where the engine decodes elsewhere."""
+    from .decoding import open_decoder, plan_decoding
+
+    if engine.name != "local":
+        return contextlib.nullcontext()
+    return open_decoder(plan_decoding(images, workers=options["workers"], mode=options["decoding"],
+                                      device=options["device"]))
+
+
+def network_threads(options):
+    """The network's CPU threads: --threads, else every core (what the backends use unless told)."""
+    from .decoding import available_cores
+
+    return options["threads"] or available_cores()
+
+
+def describe_run(classifier, preprocessing, plan=None, threads=None):
+    """One line saying which network, preprocessing, decoding and threads produced a run's results."""
     if classifier.arch == "custom":
         network = f"{classifier.name} ({len(classifier.classes)} classes)"
     else:
         network = f"{classifier.arch}, weights {os.path.basename(classifier.weights)}"
-    return f"{network} · {classifier.backend} on {classifier.device} · {preprocessing.describe()}"
+    line = f"{network} · {classifier.backend} on {classifier.device} · {preprocessing.describe()}"
+    if plan is not None:
+        line += f" · decoding on {plan.describe()}, network on {threads} CPU thread{'' if threads == 1 else 's'}"
+    return line
 
 
 def format_options(kind):
@@ -265,6 +291,7 @@ def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_te
     from . import classify
     from .datasets import expand_inputs, input_path
     from .output import open_file_writer, open_writer
+    from .pipeline import count_images
 
     check_resume_options(output, "--output", resume, force)
     shard = chosen_shard(shard_text, shards)
@@ -276,45 +303,51 @@ def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_te
     items = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
     if shard is not None:
         items = shard.take(items, key=input_path)
-    model, preprocessing = open_model_for(engine, options)
-    earlier_failed, header = 0, True
-    if resume:
-        from .records import identity_of_run
-
-        existing, counts = earlier_records(output, [input_path(item) for item in items],
-                                           identity_of_run(model, preprocessing, top_k))
-        earlier_failed = sum(1 for record in existing.records if "error" in record)
-        header = existing.header is None
-        remaining = []
-        for item in items:
-            if counts[input_path(item)]:
-                counts[input_path(item)] -= 1
-            else:
-                remaining.append(item)
-        total, items = len(items), remaining
-    else:
-        total = len(items)
-
-    format_given = (click.get_current_context().get_parameter_source("format_name")
-                    is not click.core.ParameterSource.DEFAULT) or as_json
     with contextlib.ExitStack() as stack:
+        # Decode workers start before the model loads, so that the two overlap.
+        decoder = stack.enter_context(open_decoding(engine, count_images(items), options))
+        model, preprocessing = open_model_for(engine, options)
+        earlier_failed, header = 0, True
+        if resume:
+            from .records import identity_of_run
+
+            existing, counts = earlier_records(output, [input_path(item) for item in items],
+                                               identity_of_run(model, preprocessing, top_k))
+            earlier_failed = sum(1 for record in existing.records if "error" in record)
+            header = existing.header is None
+            remaining = []
+            for item in items:
+                if counts[input_path(item)]:
+                    counts[input_path(item)] -= 1
+                else:
+                    remaining.append(item)
+            total, items = len(items), remaining
+        else:
+            total = len(items)
+
+        format_given = (click.get_current_context().get_parameter_source("format_name")
+                        is not click.core.ParameterSource.DEFAULT) or as_json
         writers = []
         if output is None or format_given or sys.stdout.isatty():
+            about = describe_run(model, preprocessing, getattr(decoder, "plan", None), network_threads(options))
             writers.append(open_writer("predictions", chosen_format("predictions", format_name, as_json), sys.stdout,
-                                       about=describe_run(model, preprocessing)))
+                                       about=about))
         if output is not None:
             stream = stack.enter_context(open_for_appending(output) if resume else open_for_writing(output, force))
             writers.append(open_file_writer("predict-records", output, stream, header=header))
         stack.enter_context(engine)
         failed = earlier_failed
-        for record in classify(items, model, top_k=top_k, batch_size=options["batch_size"],
-                               preprocessing=preprocessing, workers=options["threads"],
-                               max_pixels=options["max_pixels"], engine=engine):
-            if "error" in record:
-                failed += 1
-                report_error(f"{record['path']}: {record['error']}")
-            for writer in writers:
-                writer.write(record)
+        records = classify(items, model, top_k=top_k, batch_size=options["batch_size"], preprocessing=preprocessing,
+                           workers=options["workers"], decoding=decoder or options["decoding"],
+                           max_pixels=options["max_pixels"], engine=engine)
+        # closing: a Ctrl-C here stops the decode workers now, not when the traceback is collected.
+        with contextlib.closing(records):
+            for record in records:
+                if "error" in record:
+                    failed += 1
+                    report_error(f"{record['path']}: {record['error']}")
+                for writer in writers:
+                    writer.write(record)
         for writer in writers:
             writer.close()
     if failed:
@@ -458,33 +491,34 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         truth = find_ground_truth(folder, labels_file, real_labels_file)
     else:
         truth = None
-    model, preprocessing = open_model_for(engine, options)
-    if truth is None:
-        truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes)
-    if not quiet:
-        warn_about_unmatched(truth)
-    run_count = len(truth.images) if limit is None else min(limit, len(truth.images))
-    if shard is not None:
-        start, stop = shard.bounds(run_count)
-        run_count = stop - start
-    real = real_labels_file is not None
-
-    previous, earlier, header = [], [], True
-    if resume:
-        from .evaluation import check_earlier_records
-        from .records import cut_to_whole_records, identity_of_run, read_record_file
-
-        previous = read_record_file(predictions_out)
-        earlier = previous.records
-        # The same checks run_evaluation makes, before the file is cut: a file that is refused stays whole.
-        images = truth.images if limit is None else truth.images[:limit]
-        if shard is not None:
-            images = shard.take(images, key=lambda image: image.path)
-        check_earlier_records(earlier, images, identity_of_run(model, preprocessing, top_k), predictions_out)
-        cut_to_whole_records(previous)
-        header = previous.header is None
-
     with contextlib.ExitStack() as stack:
+        # Decode workers start before the model loads (so that the two overlap) where the images are known.
+        decoder = None if truth is None else stack.enter_context(
+            open_decoding(engine, evaluation_count(truth, limit, shard), options))
+        model, preprocessing = open_model_for(engine, options)
+        if truth is None:
+            truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes)
+            decoder = stack.enter_context(open_decoding(engine, evaluation_count(truth, limit, shard), options))
+        if not quiet:
+            warn_about_unmatched(truth)
+        run_count = evaluation_count(truth, limit, shard)
+        real = real_labels_file is not None
+
+        previous, earlier, header = [], [], True
+        if resume:
+            from .evaluation import check_earlier_records
+            from .records import cut_to_whole_records, identity_of_run, read_record_file
+
+            previous = read_record_file(predictions_out)
+            earlier = previous.records
+            # The same checks run_evaluation makes, before the file is cut: a file that is refused stays whole.
+            images = truth.images if limit is None else truth.images[:limit]
+            if shard is not None:
+                images = shard.take(images, key=lambda image: image.path)
+            check_earlier_records(earlier, images, identity_of_run(model, preprocessing, top_k), predictions_out)
+            cut_to_whole_records(previous)
+            header = previous.header is None
+
         writers = []
         if predictions_out:
             stream = stack.enter_context(open_for_appending(predictions_out) if resume else
@@ -524,11 +558,21 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
             progress.advance()
 
         report = run_evaluation(truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=options["batch_size"],
-                                preprocessing=preprocessing, workers=options["threads"],
+                                preprocessing=preprocessing, workers=options["workers"],
+                                decoding=decoder or options["decoding"], network_threads=network_threads(options),
                                 max_pixels=options["max_pixels"], on_record=on_record, previous=previous,
                                 engine=engine)
     finish_evaluation(report, chosen_format("report", format_name, as_json), fail_under, quiet, run_count, report_path,
                       collector, force)
+
+
+def evaluation_count(truth, limit, shard):
+    """How many images an evaluation runs: the labelled ones, cut by --limit, then --shard."""
+    count = len(truth.images) if limit is None else min(limit, len(truth.images))
+    if shard is not None:
+        start, stop = shard.bounds(count)
+        count = stop - start
+    return count
 
 
 def report_from_files(files, report_format, misclassified_out, report_path, report_images, force, fail_under):

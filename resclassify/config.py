@@ -15,6 +15,8 @@ PRECISION_CHOICES = ("float32", "bfloat16", "float16")
 BACKEND_CHOICES = ("tensorflow", "jax")
 # Where a run executes (resclassify.engines): this machine, or a Ray cluster.
 ENGINE_CHOICES = ("local", "ray")
+# Where images are decoded: auto picks from the cores, the device and the run's length (decoding.py).
+DECODING_CHOICES = ("auto", "threads", "processes")
 
 # A user's own model that does not say otherwise is most likely a fine-tuned ResNet50 (caffe).
 DEFAULT_CUSTOM_NORMALIZATION = "caffe"
@@ -42,6 +44,11 @@ class Preprocessing:
     interpolation: str = "bicubic"
     mode: str = "caffe"
     exact_decode: bool = False
+
+    @property
+    def array_shape(self):
+        """Shape of one decoded image as images.load_image returns it (uint8)."""
+        return (self.size, self.size, 3)
 
     @property
     def resize_short(self):

@@ -44,3 +44,7 @@ class ChoiceError(ResclassifyError, ValueError):
 
 class RecordFileError(ResclassifyError):
     """A prediction record file cannot be read back, or does not belong with the run or files beside it."""
+
+
+class DecodingError(ResclassifyError):
+    """The decode workers could not start or run (not a bad image: that is an ImageError)."""

@@ -1,11 +1,13 @@
 """Evaluation: labelled images through the pipeline (or saved prediction files) → records → hits → the report."""
 
+import contextlib
 import os
 import time
 
 from .archs import ARCH_CHOICES
 from .config import Preprocessing
 from .datasets import FIRST_FEW
+from .decoding import plan_for
 from .errors import RecordFileError
 from .images import DEFAULT_MAX_PIXELS
 from .metrics import AccuracyTally, hit_at_k, top_k as ranked_top_k, wilson_interval
@@ -45,7 +47,8 @@ class RecordTally:
 
 
 def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batch_size=32, preprocessing=None,
-                   workers=None, max_pixels=DEFAULT_MAX_PIXELS, on_record=None, previous=(), engine=None):
+                   workers=None, decoding="auto", network_threads=None, max_pixels=DEFAULT_MAX_PIXELS,
+                   on_record=None, previous=(), engine=None):
     """Evaluate model on a GroundTruth (datasets.find_ground_truth) and return the report as a dict.
 
     preprocessing defaults to the model's own (model.preprocessing(): its input size and
@@ -55,7 +58,8 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
     ..., "run"} or {"path", "true", "error"}. previous holds the records an earlier, interrupted
     run of the same evaluation wrote (--resume; a list, or the records.RecordFile read back):
     they are counted, not run again, after checking that they come from this model and run.
-    engine runs the network (resclassify.engines; default this machine).
+    engine runs the network (resclassify.engines; default this machine). workers and decoding
+    are pipeline.score's; network_threads, if given, is reported beside them.
     """
     if preprocessing is None:
         preprocessing = model.preprocessing()
@@ -78,12 +82,13 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
         engine = local_engine()
     started = time.perf_counter()
     scored_images = engine.score([image.path for image in todo], model, preprocessing, batch_size=batch_size,
-                                 workers=workers, max_pixels=max_pixels)
-    for image, scored in zip(todo, scored_images):
-        record = evaluation_record(image, scored, classes, ks, top_k, model, run)
-        tally.add(record)
-        if on_record is not None:
-            on_record(record)
+                                 workers=workers, decoding=decoding, max_pixels=max_pixels)
+    with contextlib.closing(scored_images):
+        for image, scored in zip(todo, scored_images):
+            record = evaluation_record(image, scored, classes, ks, top_k, model, run)
+            tally.add(record)
+            if on_record is not None:
+                on_record(record)
     seconds = time.perf_counter() - started
     skipped_reasons = {}
     for skipped in ground_truth.skipped:
@@ -96,6 +101,7 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
         model={"name": model.name, "arch": model.arch, "weights": model.weights, "backend": model.backend,
                "device": _device(model, engine), "precision": model.precision, "classes": len(model.classes)},
         preprocessing=preprocessing,
+        decoding=_decoding_section(engine, decoding, workers, len(todo), model.device, network_threads),
         images={"found": ground_truth.found, "labelled": len(ground_truth.images), "limit": limit,
                 "not_run": len(ground_truth.images) - len(images), "skipped": len(ground_truth.skipped)},
         skipped={reason: _first_few(paths) for reason, paths in skipped_reasons.items()},
@@ -105,6 +111,14 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
         shard=None if shard is None else str(shard),
         resumed=len(previous),
     )
+
+
+def _decoding_section(engine, decoding, workers, images, device, network_threads):
+    """How the images were decoded, for the report; None where another engine did it elsewhere."""
+    if getattr(engine, "name", None) != "local":
+        return None
+    plan = plan_for(decoding, workers, images=images, device=device)
+    return {**plan.as_dict(), "network_threads": network_threads, "description": plan.describe()}
 
 
 def _device(model, engine):
@@ -281,7 +295,7 @@ def _preprocessing_section(preprocessing):
 
 
 def _report(tally, *, folder, ground_truth, model, preprocessing, images, skipped, labels_without_image, throughput,
-            shard, resumed, prediction_files=None):
+            shard, resumed, prediction_files=None, decoding=None):
     ks = tally.ks
     accuracy = tally.accuracy
 
@@ -298,6 +312,7 @@ def _report(tally, *, folder, ground_truth, model, preprocessing, images, skippe
         "ground_truth": ground_truth,
         "model": model,
         "preprocessing": _preprocessing_section(preprocessing),
+        "decoding": decoding,
         "images": {
             "found": images["found"],
             "labelled": images["labelled"],

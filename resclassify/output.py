@@ -272,6 +272,11 @@ def summary_fields(report):
         fields.append(("ReaL labels", report["ground_truth"]["real_labels_file"]))
     fields.append(("Model", model_line(model)))
     fields.append(("Preprocessing", report["preprocessing"]["description"]))
+    decoding = report.get("decoding")
+    if decoding:
+        threads = decoding.get("network_threads")
+        network = f"; network on {threads} CPU thread{'' if threads == 1 else 's'}" if threads else ""
+        fields.append(("Decoding", f"on {decoding['description']}{network}"))
     counts = [f"{images['evaluated']:,} evaluated", f"{images['failed']:,} failed"]
     if images["skipped"] is not None:  # unknown when the report was rebuilt from prediction files
         counts.append(f"{images['skipped']:,} skipped")

@@ -31,18 +31,19 @@ def test_human_summary(cli_run, weights_file, six):
     broken = folder / CLASSES.wnids[labels[0]] / "broken.jpg"
     broken.write_bytes(b"not an image")
     shutil.copy(folder / CLASSES.wnids[labels[0]] / "image0.jpg", folder / "loose.jpg")
-    result = cli_run(*eval_args(weights_file, folder))
+    result = cli_run(*eval_args(weights_file, folder, "--workers", "3", "--threads", "2"))
     assert result.exit_code == 1
     assert result.stderr == (
         f"resclassify: warning: 1 image skipped, not in a class folder: {folder / 'loose.jpg'}\n"
         f"resclassify: error: {broken}: cannot identify image file\n"
         f"resclassify: warning: 1 of 7 images could not be read; they are left out of the figures\n")
     lines = result.stdout.splitlines()
-    assert lines[:9] == [
+    assert lines[:10] == [
         f"Evaluation of {folder}",
         "Ground truth:  class folders named by WordNet ids",
         f"Model:         resnet50, weights {weights_file}, on cpu, float32, tensorflow backend",
         "Preprocessing: center-crop (short side 256, centre 224x224, bicubic), caffe normalization",
+        "Decoding:      on 3 threads; network on 2 CPU threads",
         "",
         "Images:        6 evaluated, 1 failed, 1 skipped (of 8 image files found)",
         "               failed images are left out of every figure below, numerator and denominator",

@@ -24,13 +24,14 @@ def jsonl(text):
 
 
 def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weights_file, model):
-    result = cli_run("predict", "--weights", weights_file, *SAMPLES)
+    result = cli_run("predict", "--weights", weights_file, "--workers", "2", "--threads", "3", *SAMPLES)
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    # Above the tables, once and unwrapped: which network and preprocessing produced them.
+    # Above the tables, once and unwrapped: which network, preprocessing and decoding produced them.
     assert lines[0] == ("resnet50, weights resnet50_random.h5 · tensorflow on cpu · center-crop (short side 256, "
-                        "centre 224x224, bicubic), caffe normalization")
+                        "centre 224x224, bicubic), caffe normalization · decoding on 2 threads, network on 3 CPU "
+                        "threads")
     assert max(len(line) for line in lines[1:]) <= 80
     assert "\x1b[" not in result.stdout  # no colour when stdout is not a terminal
     for record in library_records(model, SAMPLES):

@@ -58,9 +58,9 @@ def test_each_arch_builds_loads_and_normalizes_its_own_way(arch, cli_run, tmp_pa
     assert ARCHS[arch].normalization == expected
     assert normalize_calls == [((1, 224, 224, 3), expected)]
     table = cli_run("predict", "--arch", arch, "--weights", path, "-k", "1", photo)
-    assert table.stdout.splitlines()[0] == (
+    assert table.stdout.splitlines()[0].startswith(
         f"{arch}, weights {path.name} · tensorflow on cpu · center-crop (short side 256, centre 224x224, bicubic), "
-        f"{expected} normalization"
+        f"{expected} normalization · decoding on 1 thread, network on "
     )
     # From Python, evaluate() without a preprocessing runs the model's own, as predict does
     # (it once ran caffe whatever the model). The network is the one the CLI loaded, cached.
@@ -143,8 +143,8 @@ def test_own_model_in_the_table_shows_what_ran(cli_run, own_models, colour_photo
     result = cli_run("predict", "--model", own_models / "colours.keras", "--classes", own_models / "colours.txt",
                      "--preprocess-mode", "tf", "-k", "1", colour_photos["red"])
     lines = result.stdout.splitlines()
-    assert lines[0] == ("colours.keras (3 classes) · tensorflow on cpu · center-crop (short side 73, centre 64x64, "
-                        "bicubic), tf normalization")
+    assert lines[0].startswith("colours.keras (3 classes) · tensorflow on cpu · center-crop (short side 73, "
+                               "centre 64x64, bicubic), tf normalization · decoding on 1 thread, network on ")
     assert "WordNet id" not in result.stdout
     assert any("red" in line and "%" in line for line in lines)
 

@@ -1,8 +1,9 @@
 """Where a run executes: here, through the streaming pipeline (local), or on a Ray cluster (ray).
 
 An engine has one method, score(items, classifier, preprocessing, *, batch_size, workers,
-max_pixels), yielding a pipeline.Scored per item in input order; predict and eval build their
-records from it the same way whichever engine ran.
+decoding, max_pixels), yielding a pipeline.Scored per item in input order; predict and eval
+build their records from it the same way whichever engine ran. (workers and decoding say how
+this machine decodes, decoding.py; an engine that decodes elsewhere may ignore them.)
 """
 
 from ..config import ENGINE_CHOICES

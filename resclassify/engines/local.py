@@ -5,12 +5,14 @@ from ..pipeline import score
 
 
 class LocalEngine:
-    """Runs everything in this process: decoding on a thread pool, the network on a thread of its own."""
+    """Runs on this machine: decoding on threads or worker processes (decoding.py), the network on a thread of its own."""
 
     name = "local"
 
-    def score(self, items, classifier, preprocessing, *, batch_size=32, workers=None, max_pixels=DEFAULT_MAX_PIXELS):
-        return score(items, classifier, preprocessing, batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    def score(self, items, classifier, preprocessing, *, batch_size=32, workers=None, decoding="auto",
+              max_pixels=DEFAULT_MAX_PIXELS):
+        return score(items, classifier, preprocessing, batch_size=batch_size, workers=workers, decoding=decoding,
+                     max_pixels=max_pixels)
 
     def describe(self, classifier):
         return None
