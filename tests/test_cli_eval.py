@@ -95,6 +95,24 @@ def test_json_report(cli_run, weights_file, six, json_option):
     assert report["throughput"]["images_per_second"] > 0
 
 
+def test_json_report_says_how_images_were_decoded_and_worker_processes_give_the_same_figures(
+        cli_run, weights_file, six):
+    folder, _, _ = six
+    threads = json.loads(cli_run(*eval_args(weights_file, folder, "--json", "--workers", "2", "--threads", "1",
+                                            "--decoding", "threads")).stdout)
+    result = cli_run(*eval_args(weights_file, folder, "--json", "--workers", "2", "--threads", "1",
+                                "--decoding", "processes"))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    processes = json.loads(result.stdout)
+    assert threads["decoding"] == {"mode": "threads", "workers": 2, "network_threads": 1,
+                                   "description": "2 threads"}
+    assert processes["decoding"] == {"mode": "processes", "workers": 2, "network_threads": 1,
+                                     "description": "2 processes"}
+    assert processes["accuracy"] == threads["accuracy"]
+    assert processes["per_class"] == threads["per_class"]
+
+
 def test_predictions_out_jsonl(cli_run, weights_file, six, tmp_path):
     folder, labels, ranks = six
     out = tmp_path / "predictions.jsonl"
@@ -270,6 +288,8 @@ def test_flat_folder_without_labels(cli_run, weights_file, tmp_path, predicted_i
      "--predictions-out and --misclassified-out name the same file"),
     (["--fail-under", "101"], "101.0 is not in the range 0<=x<=100"),
     (["--limit", "0"], "0 is not in the range x>=1"),
+    (["--workers", "0"], "0 is not in the range x>=1"),
+    (["--decoding", "fork"], "'fork' is not one of 'auto', 'threads', 'processes'"),
 ])
 def test_usage_errors_exit_2(cli_run, weights_file, six, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

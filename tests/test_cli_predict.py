@@ -73,6 +73,25 @@ def test_every_format_carries_the_same_predictions(cli_run, weights_file, model)
                                [p["probability"] for r in expected for p in r["predictions"]], **PROBABILITY_TOLERANCE)
 
 
+def test_worker_processes_give_the_same_records_and_errors_and_the_run_line_says_so(cli_run, weights_file, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    inputs = [SAMPLES[0], str(broken), *SAMPLES[1:]]
+    threads = cli_run("predict", "--weights", weights_file, "--json", "--decoding", "threads", *inputs)
+    processes = cli_run("predict", "--weights", weights_file, "--json", "--decoding", "processes", "--workers", "2",
+                        *inputs)
+    assert processes.exit_code == threads.exit_code == 1
+    assert processes.stderr == threads.stderr == (
+        f"resclassify: error: {broken}: cannot identify image file\n"
+        f"resclassify: warning: 1 of {len(inputs)} inputs could not be classified\n")
+    assert_records_match(jsonl(processes.stdout), jsonl(threads.stdout))
+    table = cli_run("predict", "--weights", weights_file, "--decoding", "processes", "--workers", "4",
+                    "--threads", "1", *SAMPLES[:2])
+    assert table.exit_code == 0, table.stderr
+    # Never more workers than images.
+    assert table.stdout.splitlines()[0].endswith(" · decoding on 2 processes, network on 1 CPU thread")
+
+
 def test_json_record_layout(cli_run, weights_file):
     result = cli_run("predict", "--weights", weights_file, "--json", SAMPLES[0])
     [record] = jsonl(result.stdout)

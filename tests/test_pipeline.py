@@ -1,6 +1,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from conftest import save_image
 from resclassify.config import resolve_preprocessing
@@ -22,12 +23,13 @@ class RecordingClassifier:
         return np.repeat(batch.mean(axis=(1, 2, 3))[:, None], 3, axis=1)
 
 
-def test_results_come_in_input_order_with_errors_in_place_and_fixed_batch_shapes(tmp_path):
+@pytest.mark.parametrize("decoding", ["threads", "processes"])
+def test_results_come_in_input_order_with_errors_in_place_and_fixed_batch_shapes(tmp_path, decoding):
     paths = [str(save_image(tmp_path / f"{i}.png", size=(40 + i, 30), seed=i)) for i in range(7)]
     items = paths[:2] + [InputError("gone.jpg", "no such file or directory")] + paths[2:5] + \
         [str(tmp_path / "missing.png")] + paths[5:]
     classifier = RecordingClassifier()
-    results = list(score(items, classifier, resolve_preprocessing(), batch_size=3, workers=2))
+    results = list(score(items, classifier, resolve_preprocessing(), batch_size=3, workers=2, decoding=decoding))
     assert [r.path for r in results] == [str(item.path if isinstance(item, InputError) else item) for item in items]
     assert [r.error is not None for r in results] == [False, False, True, False, False, False, True, False, False]
     assert results[6].error.reason == "no such file or directory"
