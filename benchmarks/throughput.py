@@ -1,4 +1,5 @@
-"""Throughput and memory of resclassify against the raw network and the seed's per-image Keras recipe.
+"""Throughput and memory of resclassify against the raw network, the CPU decode ceiling, a PyTorch
+DataLoader pipeline and the seed's per-image Keras recipe.
 
 Run after the README's install:  python benchmarks/throughput.py
 Everything is measured side by side in one run on this machine; ratios compare figures from
@@ -25,10 +26,13 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import resclassify  # noqa: E402
+from resclassify.config import resolve_preprocessing  # noqa: E402
 from resclassify.datasets import find_images  # noqa: E402
+from resclassify.decoding import available_cores, open_decoder, plan_decoding  # noqa: E402
 from resclassify.images import load_image  # noqa: E402
-from resclassify.metrics import top_k  # noqa: E402
 
+SAMPLES = sorted(str(p) for p in (REPO / "sample_images").glob("*.jpg"))
+CENTER = resolve_preprocessing("center-crop")
 IMAGENET_SIZE = (500, 375)
 PHOTO_SIZE = (4000, 3000)
 # Class folders named by WordNet id, so the folders are an ImageNet-style eval set.
@@ -60,6 +64,7 @@ def make_inputs(folder, count, size, seed):
 
 
 def raw_network(model, batch_size, batches):
+    """images/s of model.predict alone, on one batch already in memory, fed the way the pipeline feeds it."""
     rng = np.random.default_rng(0)
     # uint8, as the pipeline hands it over: normalization runs inside the network function.
     batch = rng.integers(0, 256, size=(batch_size, 224, 224, 3), dtype=np.uint8)
@@ -70,16 +75,143 @@ def raw_network(model, batch_size, batches):
     return batch_size * batches / (time.perf_counter() - start)
 
 
-def end_to_end(model, folder, batch_size, preprocessing):
+def end_to_end(model, folder, batch_size, preprocessing, decoding="auto"):
     """images/s of resclassify.evaluate over a class-folder tree (the model already loaded), and its records."""
     records = []
     start = time.perf_counter()
     report = resclassify.evaluate(str(folder), model, batch_size=batch_size, preprocessing=preprocessing,
-                                  on_record=records.append)
+                                  decoding=decoding, on_record=records.append)
     elapsed = time.perf_counter() - start
     if report["images"]["failed"]:
         raise RuntimeError(f"{report['images']['failed']} images failed in {folder}")
     return len(records) / elapsed, records
+
+
+def predict_end_to_end(model, paths, batch_size, preprocessing, decoding="auto"):
+    """images/s of resclassify.classify (predict's path) over a list of files, the model already loaded."""
+    start = time.perf_counter()
+    records = list(resclassify.classify(paths, model, batch_size=batch_size, preprocessing=preprocessing,
+                                        decoding=decoding))
+    elapsed = time.perf_counter() - start
+    if any("error" in r for r in records):
+        raise RuntimeError("some images failed")
+    return len(records) / elapsed
+
+
+def _decode_only(path):
+    # The pixels stay in the worker: the ceiling is decoding alone, not shipping the result back.
+    return load_image(path, CENTER).shape
+
+
+def decode_ceiling(paths, workers):
+    """images/s of load_image over paths on `workers` processes (a warm pool): what the CPUs can decode."""
+    import multiprocessing
+
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        pool.map(_decode_only, paths[:workers * 2], chunksize=1)  # every worker up and warm
+        start = time.perf_counter()
+        for _ in pool.imap_unordered(_decode_only, paths, chunksize=4):
+            pass
+        return len(paths) / (time.perf_counter() - start)
+
+
+def decode_on_threads(paths, workers):
+    """images/s of load_image over paths on `workers` threads of one process (GIL-bound)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        start = time.perf_counter()
+        for _ in pool.map(_decode_only, paths):
+            pass
+        return len(paths) / (time.perf_counter() - start)
+
+
+def started_decoder(images, args, device):
+    """A decoder opened and warmed before the clock starts, as predict and eval open theirs while the model loads."""
+    decoder = open_decoder(plan_decoding(images, workers=args.workers, mode=args.decoding, device=device))
+    start = time.perf_counter()
+    for _ in decoder.map(SAMPLES[:1], CENTER):
+        pass
+    return decoder, time.perf_counter() - start
+
+
+def resident_mb(pids):
+    sizes = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                sizes += [int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:")]
+        except OSError:
+            pass
+    return sizes
+
+
+def torch_pipeline(paths, batch_size, workers, precision, device):
+    """images/s of a plain PyTorch script: DataLoader with worker processes, Pillow + torchvision
+    transforms (the same crop written with Pillow and NumPy where torchvision is missing), and
+    torchvision's ResNet50 (or, without torchvision, the loader alone). None without PyTorch."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    try:
+        import torchvision
+        from torchvision import transforms
+    except ImportError:
+        torchvision = transforms = None
+    from PIL import Image as PILImage
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    if transforms is not None:
+        transform = transforms.Compose([transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+                                        transforms.CenterCrop(224), transforms.ToTensor(),
+                                        transforms.Normalize(mean, std)])
+    else:
+        def transform(image):
+            width, height = image.size
+            scale = 256 / min(width, height)
+            image = image.resize((max(256, int(width * scale)), max(256, int(height * scale))),
+                                 PILImage.Resampling.BICUBIC)
+            left, top = (image.size[0] - 224) // 2, (image.size[1] - 224) // 2
+            x = np.asarray(image.crop((left, top, left + 224, top + 224)), dtype=np.float32) / 255.0
+            x = (x - np.float32(mean)) / np.float32(std)
+            return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+    class Files(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            with PILImage.open(paths[i]) as image:
+                return transform(image.convert("RGB"))
+
+    cuda = device != "cpu" and torch.cuda.is_available()
+    target = torch.device("cuda" if cuda else "cpu")
+    loader = torch.utils.data.DataLoader(Files(), batch_size=batch_size, num_workers=workers, pin_memory=cuda,
+                                         persistent_workers=False, prefetch_factor=4)
+    network = None
+    if torchvision is not None:
+        network = torchvision.models.resnet50(weights=None).eval().to(target, memory_format=torch.channels_last)
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+
+    def run(batch):
+        batch = batch.to(target, non_blocking=True).to(memory_format=torch.channels_last)
+        if network is None:
+            return batch.sum()
+        with torch.inference_mode(), torch.autocast(target.type, dtype=dtype, enabled=dtype is not None):
+            return network(batch).float().softmax(-1)
+
+    with torch.inference_mode():
+        run(torch.zeros(batch_size, 3, 224, 224))  # warm: cuDNN picks its kernels
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for batch in loader:
+            out = run(batch)
+        out.cpu()
+        elapsed = time.perf_counter() - start
+    what = "torchvision ResNet50" if network is not None else "the loader alone (no torchvision)"
+    return len(paths) / elapsed, what
 
 
 def seed_recipe(weights, paths):
@@ -188,9 +320,9 @@ def machine_description(model):
 
     runtime = backends.module(model.backend)
     gpus = [d for d in runtime.devices() if not d.lower().startswith("cpu")]
-    return {
+    description = {
         "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
+        "cores": f"{os.cpu_count()} ({available_cores()} available to this process)",
         "cpu flags": " ".join(wanted) or "unknown",
         "gpu": ", ".join(gpus) or "none",
         "python": platform.python_version(),
@@ -198,19 +330,39 @@ def machine_description(model):
         "keras": backends.version("keras"),
         "resclassify": resclassify.__version__,
     }
+    try:
+        import torch
+
+        description["torch"] = torch.__version__ + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available()
+                                                   else "")
+    except ImportError:
+        description["torch"] = "not installed (the DataLoader comparison is skipped)"
+    return description
+
+
+def load(weights, args, precision):
+    return resclassify.load_model(str(weights), device=args.device, precision=precision, backend=args.backend)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500, help="ImageNet-size JPEGs for the end-to-end run")
     parser.add_argument("--photos", type=int, default=64, help="12-megapixel JPEGs for the end-to-end run")
-    parser.add_argument("--seed-images", type=int, default=100, help="images for the seed's per-image recipe")
+    parser.add_argument("--seed-images", type=int, default=100,
+                        help="images for the seed's per-image recipe (0 skips it)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precisions", default="float32,bfloat16",
+                        help="compute precisions to run end to end, comma-separated (float16 on a GPU only)")
     parser.add_argument("--memory-runs", default="500,5000", help="input counts for the peak-memory runs ('' skips)")
     parser.add_argument("--weights", help="a ResNet50 weights file (default: make random ones)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
                         help="Keras backend [default: $KERAS_BACKEND, else tensorflow when installed]")
+    parser.add_argument("--workers", type=int, default=None, help="decode workers, as --workers [default: the plan's]")
+    parser.add_argument("--decoding", default="auto", choices=("auto", "threads", "processes"),
+                        help="as --decoding")
+    parser.add_argument("--torch-workers", type=int, default=None,
+                        help="DataLoader worker processes for the PyTorch comparison [default: all cores]")
     args = parser.parse_args()
     from resclassify import backends
 
@@ -235,7 +387,7 @@ def run(args, workdir):
     log(f"making {args.images} ImageNet-size and {args.photos} 12-megapixel JPEGs ...")
     small = make_inputs(workdir / "imagenet_size", args.images, IMAGENET_SIZE, seed=1)
     photos = make_inputs(workdir / "photos", args.photos, PHOTO_SIZE, seed=2)
-    samples = sorted(str(p) for p in (REPO / "sample_images").glob("*.jpg"))
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
 
     rows = []
 
@@ -243,43 +395,79 @@ def run(args, workdir):
         rows.append((name, value, unit))
         log(f"  {name}: {value} {unit}")
 
-    model = resclassify.load_model(str(weights), device=args.device, backend=args.backend)
+    def section(title):
+        rows.append((title, None, None))
+        log(title)
+
+    model = load(weights, args, "float32")
     machine = machine_description(model)
     center = model.preprocessing("center-crop")
+    cores = available_cores()
     log("measuring ...")
+
+    section("Decoding alone (load_image, no network)")
+    ceiling_workers = args.workers or cores
+    ceiling = decode_ceiling(small, ceiling_workers)
+    report(f"D1. decode ceiling: {ceiling_workers} processes, ImageNet-size JPEGs", f"{ceiling:.1f}", "images/s")
+    report(f"D2. {ceiling_workers} threads of one process, ImageNet-size JPEGs",
+           f"{decode_on_threads(small, ceiling_workers):.1f}", "images/s")
+    photo_ceiling = decode_ceiling(photos, ceiling_workers)
+    report(f"D3. decode ceiling: {ceiling_workers} processes, 12 MP JPEGs", f"{photo_ceiling:.1f}", "images/s")
+    decoder, start_seconds = started_decoder(len(small), args, model.device)
+    report("decoding in predict and eval", decoder.plan.describe(),
+           f"(started in {start_seconds:.2f} s, before the clock, as the CLI starts it while the model loads)")
+
     batches = max(4, args.images // args.batch_size)
-    raw = raw_network(model, args.batch_size, batches)
-    report("1. raw network, float32", f"{raw:.1f}", "images/s")
-    e2e_small, small_records = end_to_end(model, workdir / "imagenet_size", args.batch_size, center)
-    report("2a. end to end (eval), ImageNet-size JPEGs", f"{e2e_small:.1f}", "images/s")
-    e2e_photos, photo_records = end_to_end(model, workdir / "photos", args.batch_size, center)
-    report("2b. end to end (eval), 12 MP JPEGs (reduced-scale decode)", f"{e2e_photos:.1f}", "images/s")
+    reference_records = None
+    with decoder:
+        for precision in precisions:
+            if precision == "float16" and model.device != "gpu":
+                continue
+            network = model if precision == "float32" else load(weights, args, precision)
+            section(f"{precision}, batch {args.batch_size}, on {network.device}")
+            raw = raw_network(network, args.batch_size, batches)
+            report("N. raw network", f"{raw:.1f}", "images/s")
+            e2e, records = end_to_end(network, workdir / "imagenet_size", args.batch_size, center, decoder)
+            report("E1. eval end to end, ImageNet-size JPEGs", f"{e2e:.1f}", "images/s")
+            predicted = predict_end_to_end(network, small, args.batch_size, center, decoder)
+            report("E2. predict end to end, ImageNet-size JPEGs", f"{predicted:.1f}", "images/s")
+            e2e_photos, photo_records = end_to_end(network, workdir / "photos", args.batch_size, center, decoder)
+            report("E3. eval end to end, 12 MP JPEGs (reduced-scale decode)", f"{e2e_photos:.1f}", "images/s")
+            report("ratio E1 / N (2 cores: >= 0.90)", f"{e2e / raw:.2f}")
+            report("ratio E3 / N (2 cores: >= 0.60)", f"{e2e_photos / raw:.2f}")
+            report("ratio E1 / D1 (GPU: >= 0.90)", f"{e2e / ceiling:.2f}")
+            report("ratio E2 / D1 (GPU: >= 0.90)", f"{predicted / ceiling:.2f}")
+            report("ratio E3 / D3", f"{e2e_photos / photo_ceiling:.2f}")
+            torch_figure = torch_pipeline(small, args.batch_size, args.torch_workers or cores, precision, args.device)
+            if torch_figure is not None:
+                rate, what = torch_figure
+                report(f"T. PyTorch DataLoader, {args.torch_workers or cores} workers, {what}", f"{rate:.1f}",
+                       "images/s")
+                report("ratio E1 / T (GPU: > 1)", f"{e2e / rate:.2f}")
+            if precision == "float32":
+                reference_records, reference_photo_records, float32_e1 = records, photo_records, e2e
+            elif reference_records is not None:
+                same1, same5 = agreement(reference_records, records)
+                report("top-1 / top-5 agreement with float32", f"{same1:.3f} / {same5:.3f}")
+        workers_mb = resident_mb(getattr(decoder, "worker_frameworks", {}))
+
+    section("Reduced-scale JPEG decode (float32)")
     exact_photos, exact_records = end_to_end(model, workdir / "photos", args.batch_size,
                                              model.preprocessing(exact_decode=True))
-    report("2c. end to end (eval), 12 MP JPEGs (--exact-decode)", f"{exact_photos:.1f}", "images/s")
-    seed = seed_recipe(weights, small[: args.seed_images])
-    report("3. seed's per-image recipe", f"{seed:.1f}", "images/s")
-    report("ratio 2a / 1", f"{e2e_small / raw:.2f}", "(target >= 0.90)")
-    report("ratio 2b / 1", f"{e2e_photos / raw:.2f}", "(target >= 0.60)")
-    report("ratio 2a / 3", f"{e2e_small / seed:.1f}", "(target >= 6)")
+    report("eval end to end, 12 MP JPEGs, --exact-decode", f"{exact_photos:.1f}", "images/s")
+    mean_diff, p999_diff, max_diff = pixel_difference(photos[:16] + SAMPLES, center)
+    report("|crop pixel difference| from a full decode: mean / 99.9th pct / max",
+           f"{mean_diff:.2f} / {p999_diff:.0f} / {max_diff}", "of 255")
+    if reference_records is not None:
+        same1, same5 = agreement(exact_records, reference_photo_records)
+        report("top-1 / top-5 agreement with a full decode (12 MP)", f"{same1:.3f} / {same5:.3f}")
 
-    mean_diff, p999_diff, max_diff = pixel_difference(photos[:16] + samples, center)
-    report("reduced-scale decode: |crop pixel difference| mean / 99.9th pct / max", f"{mean_diff:.2f} / {p999_diff:.0f} / {max_diff}", "of 255")
-    same1, same5 = agreement(exact_records, photo_records)
-    report("reduced-scale decode: top-1 / top-5 agreement with full decode (12 MP)", f"{same1:.3f} / {same5:.3f}")
-
-    for precision in ("bfloat16", "float16"):
-        if precision == "float16" and model.device != "gpu":
-            continue
-        low = resclassify.load_model(str(weights), device=args.device, precision=precision, backend=args.backend)
-        low_raw = raw_network(low, args.batch_size, batches)
-        low_e2e, low_records = end_to_end(low, workdir / "imagenet_size", args.batch_size, center)
-        same1, same5 = agreement(small_records, low_records)
-        report(f"raw network, {precision}", f"{low_raw:.1f}", f"images/s ({low_raw / raw:.2f}x float32)")
-        report(f"end to end (eval), ImageNet-size JPEGs, {precision}", f"{low_e2e:.1f}",
-               f"images/s ({low_e2e / seed:.1f}x the seed's recipe)")
-        report(f"{precision}: top-1 / top-5 agreement with float32", f"{same1:.3f} / {same5:.3f}")
-
+    section("Start-up and memory")
+    if args.seed_images:
+        seed = seed_recipe(weights, small[: args.seed_images])
+        report("S. seed's per-image recipe (load_img, preprocess_input, predict)", f"{seed:.1f}", "images/s")
+        if reference_records is not None:
+            report("ratio E1 (float32) / S (target >= 6)", f"{float32_e1 / seed:.1f}")
     one = small[0]
     ours_first = min(time_to_first_line([sys.executable, "-m", "resclassify", "predict", "--json", "--weights",
                                          str(weights), "--backend", args.backend, one]) for _ in range(2))
@@ -290,16 +478,23 @@ def run(args, workdir):
     for count in [int(c) for c in args.memory_runs.split(",") if c.strip()]:
         folder = linked_copies(small, count, workdir / f"memory_{count}")
         peak = peak_memory_mb(weights, folder, args.batch_size, args.backend)
-        report(f"peak resident memory, eval over {count} images", f"{peak:.0f}", "MB")
+        report(f"peak resident memory, eval over {count} images (the main process)", f"{peak:.0f}", "MB")
+    if workers_mb:
+        report("resident memory of each decode worker process", f"{max(workers_mb):.0f}",
+               f"MB (x {len(workers_mb)} workers)")
 
     print("resclassify throughput benchmark")
     for key, value in machine.items():
         print(f"  {key}: {value}")
-    print(f"  batch size: {args.batch_size}; threads: all cores; weights: random (speed does not depend on values)")
-    print()
-    width = max(len(name) for name, _, _ in rows)
+    print(f"  batch size: {args.batch_size}; network threads: all cores; weights: random (speed does not depend "
+          "on values)")
+    width = max(len(name) for name, value, _ in rows if value is not None)
     for name, value, unit in rows:
-        print(f"{name.ljust(width)}  {value} {unit}".rstrip())
+        if value is None:
+            print(f"\n{name}")
+        else:
+            print(f"  {name.ljust(width)}  {value} {unit}".rstrip())
+
 
 
 if __name__ == "__main__":
