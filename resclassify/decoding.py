@@ -88,6 +88,13 @@ def gpu_present():
         return os.path.exists("/dev/nvidia0")
 
 
+def processes_supported():
+    """Whether worker processes can be started without forking this process (forkserver: POSIX)."""
+    import multiprocessing
+
+    return "forkserver" in multiprocessing.get_all_start_methods() and hasattr(signal, "pthread_sigmask")
+
+
 @dataclass(frozen=True)
 class DecodePlan:
     """How a run decodes: mode "threads" or "processes", and how many workers."""
@@ -117,7 +124,10 @@ def plan_decoding(images, *, workers=None, mode="auto", device="auto", cores=Non
     if mode == "auto":
         gpu = device == "gpu" or (device == "auto" and gpu_present())
         many = cores >= PROCESSES_MIN_CORES or (gpu and cores >= 2)
-        mode = "processes" if images >= PROCESSES_MIN_IMAGES and many else "threads"
+        mode = "processes" if images >= PROCESSES_MIN_IMAGES and many and processes_supported() else "threads"
+    elif mode == "processes" and not processes_supported():
+        raise DecodingError("decoding in worker processes needs Python's forkserver start method, which this "
+                            "platform lacks; use --decoding threads")
     count = workers or cores
     return DecodePlan(mode, max(1, min(count, images)) if images else 1)
 
@@ -193,11 +203,14 @@ class ThreadDecoder:
     def __init__(self, plan):
         self.plan = plan
 
-    def map(self, items, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
-        """A Decoded for every item (a path, or an InputError found earlier), in input order."""
+    def map(self, items, preprocessing, max_pixels=DEFAULT_MAX_PIXELS, *, ahead=None):
+        """A Decoded for every item (a path, or an InputError found earlier), in input order.
+
+        At most `ahead` images (default SLOTS_PER_WORKER per worker) are decoded before they are taken.
+        """
         workers = self.plan.workers
         return ordered_map(lambda item: _decode_here(item, preprocessing, max_pixels), items, workers,
-                           ahead=SLOTS_PER_WORKER * workers)
+                           ahead=ahead or SLOTS_PER_WORKER * workers)
 
     def close(self):
         pass
@@ -251,7 +264,7 @@ class ProcessDecoder:
 
         self.plan = plan
         self._context = multiprocessing.get_context("forkserver")
-        if forkserver._forkserver._forkserver_pid is None:
+        if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:
             # The fork server imports this module (NumPy, Pillow, our images module) and nothing
             # else: not the caller's main module, which may import a framework.
             self._context.set_forkserver_preload([__name__])
@@ -302,8 +315,11 @@ class ProcessDecoder:
 
     # Decoding ----------------------------------------------------------------------------------
 
-    def map(self, items, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
-        """A Decoded for every item (a path, or an InputError found earlier), in input order."""
+    def map(self, items, preprocessing, max_pixels=DEFAULT_MAX_PIXELS, *, ahead=None):
+        """A Decoded for every item (a path, or an InputError found earlier), in input order.
+
+        The read-ahead is bounded by the shared-memory slots (SLOTS_PER_WORKER per worker), whatever `ahead` says.
+        """
         if self._closed:
             raise RuntimeError("this decoder is closed")
         if self._mapping:

@@ -1,5 +1,6 @@
 """The one streaming pipeline predict and eval share: paths → decoded images → fixed-shape batches → probabilities."""
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -42,7 +43,10 @@ def score(items, classifier, preprocessing, *, batch_size=32, workers=None, deco
     # A run smaller than one batch uses a batch of its own size: no padding to compute.
     batch_size = max(1, min(batch_size, good))
     with decoder_for(decoding, workers, images=good, device=getattr(classifier, "device", "auto")) as decoder:
-        yield from _score(decoder.map(items, preprocessing, max_pixels), classifier, preprocessing, batch_size)
+        # Two batches ahead, as many as the network thread and the batch being filled can use.
+        decoded_items = decoder.map(items, preprocessing, max_pixels, ahead=2 * batch_size + decoder.plan.workers)
+        with contextlib.closing(decoded_items):
+            yield from _score(decoded_items, classifier, preprocessing, batch_size)
 
 
 def _score(decoded_items, classifier, preprocessing, batch_size):
