@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import DECODING_CHOICES
+from .config import DECODING_CHOICES, check_choice
 from .errors import DecodingError, ImageError, InputError
 from .images import DEFAULT_MAX_PIXELS, load_image
 
@@ -118,8 +118,7 @@ def plan_decoding(images, *, workers=None, mode="auto", device="auto", cores=Non
     threads otherwise. workers defaults to every available core, never more than the images.
     device is "cpu", "gpu" or "auto" (a GPU guessed from the driver, without importing a framework).
     """
-    if mode not in DECODING_CHOICES:
-        raise ValueError(f"unknown decoding {mode!r}; choose from {', '.join(DECODING_CHOICES)}")
+    check_choice("decoding", mode, DECODING_CHOICES)
     cores = cores or available_cores()
     if mode == "auto":
         gpu = device == "gpu" or (device == "auto" and gpu_present())

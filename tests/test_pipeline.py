@@ -42,3 +42,42 @@ def test_a_run_smaller_than_a_batch_is_not_padded(tmp_path):
     list(score(paths, classifier, resolve_preprocessing(mode="torch"), batch_size=32))
     assert classifier.calls == [((2, 224, 224, 3), 2)]
     assert classifier.normalizations == ["torch"]
+
+
+class KeepingClassifier(RecordingClassifier):
+    """Also keeps a copy of every batch it is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def predict(self, batch, pad_to=None, normalization=None):
+        self.batches.append(batch.copy())
+        return super().predict(batch, pad_to, normalization)
+
+
+@pytest.fixture(scope="module")
+def two_worker_processes():
+    from resclassify.decoding import DecodePlan, open_decoder
+
+    with open_decoder(DecodePlan("processes", 2)) as decoder:
+        yield decoder
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch", "none"])
+@pytest.mark.parametrize("decoding", ["threads", "processes"])
+def test_the_network_gets_uint8_crops_as_decoded_and_the_normalization_to_apply(tmp_path, mode, decoding,
+                                                                                 two_worker_processes):
+    from resclassify.images import load_image
+
+    # Five batches: the batch arrays are used over again, and must not mix images up.
+    paths = [str(save_image(tmp_path / f"{i}.jpg", size=(60 + 9 * i, 50), seed=i, quality=90)) for i in range(9)]
+    preprocessing = resolve_preprocessing(size=32, mode=mode)
+    classifier = KeepingClassifier()
+    results = list(score(paths, classifier, preprocessing, batch_size=2,
+                         decoding=two_worker_processes if decoding == "processes" else "threads"))
+    assert [r.path for r in results] == paths
+    assert classifier.normalizations == [mode] * 5
+    handed = np.concatenate(classifier.batches)
+    assert handed.dtype == np.uint8
+    assert np.array_equal(handed, np.stack([load_image(p, preprocessing) for p in paths]))
