@@ -10,7 +10,7 @@ import click
 
 from . import __version__
 from .config import (ARCH_CHOICES, BACKEND_CHOICES, DECODING_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES,
-                     NORMALIZE_MODES, PRECISION_CHOICES, PREPROCESS_CHOICES)
+                     ENGINE_CHOICES, NORMALIZE_MODES, PRECISION_CHOICES, PREPROCESS_CHOICES)
 from .errors import ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
 from .output import file_format, formats, json_format, json_help
@@ -107,8 +107,11 @@ def model_options(command):
 
 
 def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, preprocess_mode, exact_decode,
-               backend, device, precision, threads, verbose, quiet, **_unused):
-    """The network and the preprocessing it needs, from model_options' values (pass them all: **options)."""
+               backend, device, precision, threads, verbose, quiet, runs_here=True, **_unused):
+    """The network and the preprocessing it needs, from model_options' values (pass them all: **options).
+
+    runs_here=False: a copy for names and checks, while the network runs elsewhere (--engine ray).
+    """
     from . import load_model
 
     if model_path is not None and (arch is not None or weights is not None):
@@ -118,7 +121,7 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
                                 classes=classes_path, backend=backend, device=device, precision=precision,
                                 threads=threads, offline=offline, verbose=verbose, progress=progress,
                                 notice=None if quiet else report_warning)
-    if precision == "float16" and classifier.device == "cpu" and not quiet:
+    if precision == "float16" and classifier.device == "cpu" and runs_here and not quiet:
         report_warning("--precision float16 on a CPU is slow (CPUs emulate most float16 arithmetic); "
                        "bfloat16 or float32 are faster there")
     if model_path is not None and classes_path is None and len(classifier.classes) != 1000 and not quiet:
@@ -136,7 +139,7 @@ def download_progress(quiet):
 
 
 def scale_options(command):
-    """Options for runs bigger than one machine: a shard of the inputs."""
+    """Options for runs bigger than one machine: a shard of the inputs, and where the network runs."""
     options = [
         click.option("--shard", "shard_text", default=None, metavar="K/N|auto",
                      help="Run only shard K of N: the K-th contiguous part of the sorted inputs, so N runs cover "
@@ -144,6 +147,12 @@ def scale_options(command):
                           "Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards)."),
         click.option("--shards", type=click.IntRange(min=1), default=None, metavar="N",
                      help="With --shard auto in a Kubernetes Indexed Job: the Job's completions."),
+        click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="local", show_default=True,
+                     help="local: this machine. ray: a Ray cluster (pip install 'resclassify[ray]'): decoding in "
+                          "CPU tasks, the network in one actor per GPU (CPU actors where there is none)."),
+        click.option("--ray-address", envvar="RAY_ADDRESS", default=None, metavar="ADDRESS",
+                     help="The Ray cluster for --engine ray (also RAY_ADDRESS) [default: start a Ray on this "
+                          "machine, on 127.0.0.1 only, for this run]."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -177,7 +186,7 @@ def chosen_engine(engine, ray_address, options):
 def open_model_for(engine, options):
     """open_model, for an engine: one that runs the network elsewhere gets a CPU copy here for names and checks."""
     if engine.name != "local":
-        options = {**options, "device": "cpu"}
+        options = {**options, "device": "cpu", "runs_here": False}
     return open_model(**options)
 
 
@@ -273,8 +282,8 @@ def cli():
 @scale_options
 @model_options
 @reports_errors
-def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_text, shards, engine="local",
-            ray_address=None, **options):
+def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_text, shards, engine, ray_address,
+            **options):
     """Print the top classes for each image.
 
     INPUT is an image file, a folder (searched recursively for images), or - to read paths
@@ -439,7 +448,7 @@ def open_for_writing(path, force):
 @reports_errors
 def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k, limit, format_name, as_json,
                  predictions_out, misclassified_out, report_path, report_images, resume, force, fail_under, shard_text,
-                 shards, engine="local", ray_address=None, **options):
+                 shards, engine, ray_address, **options):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or

@@ -90,12 +90,21 @@ def _submit_batch(network, waiting, batch, classifier, preprocessing, batch_size
 
     def run():
         if loaded:
-            probabilities = classifier.predict(batch, pad_to=batch_size, normalization=preprocessing.mode)
+            probabilities = probabilities_of(classifier, preprocessing, batch, pad_to=batch_size)
             for s, p in zip(loaded, probabilities):
                 s.probabilities = p
         return waiting
 
     return network.submit(run)
+
+
+def probabilities_of(classifier, preprocessing, batch, pad_to=None):
+    """Class probabilities (float32, a row per image) for a uint8 batch of decoded images (images.load_image's
+    arrays), normalized on the device as the preprocessing says.
+
+    The network's one step, shared by this pipeline and the Ray engine's actors, so both compute alike.
+    """
+    return classifier.predict(batch, pad_to=pad_to, normalization=preprocessing.mode)
 
 
 def prediction_record(scored, classes, k, model_name=None, backend=None, run=None):

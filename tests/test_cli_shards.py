@@ -1,11 +1,14 @@
 """Array jobs: --shard on predict and eval, and eval --from-predictions merging the shards' files."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import SAMPLE_IMAGES
+from conftest import REPO, SAMPLE_IMAGES
 from eval_datasets import CLASSES, class_folders, planned_labels
 
 SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
@@ -248,3 +251,18 @@ def test_shard_files_need_not_move_the_images(cli_run, shard_files, seven, tmp_p
     result = cli_run("eval", "--from-predictions", "--json", *shard_files)
     assert result.exit_code == 1
     assert json.loads(result.stdout)["images"]["evaluated"] == 6
+
+
+def test_a_merge_loads_no_model_and_no_backend(shard_files):
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from resclassify.cli import cli\n"
+        f"result = CliRunner().invoke(cli, ['eval', '--from-predictions', '--json', *{[str(f) for f in shard_files]!r}])\n"
+        "assert result.exit_code == 1, result.output\n"
+        "print(sorted(name for name in ('tensorflow', 'keras', 'jax', 'ray') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

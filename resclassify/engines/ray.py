@@ -1,0 +1,353 @@
+"""The Ray engine: paths become a Ray Dataset; decoding runs as CPU tasks, the network in an actor pool
+(one actor per GPU, CPU actors where the cluster has none), each actor loading the model once; results
+stream back to the driver in input order.
+
+Ray is imported here only, and only when a Ray run starts: `pip install 'resclassify[ray]'`.
+"""
+
+import contextlib
+import importlib.util
+import logging
+import os
+import sys
+
+import numpy as np
+
+from ..errors import InputError, ResclassifyError
+from ..images import DEFAULT_MAX_PIXELS, load_image
+from ..pipeline import Scored, probabilities_of
+
+INSTALL_HINT = "--engine ray needs Ray: pip install 'resclassify[ray]'"
+# What a worker on another machine needs from this process's environment to load the same model.
+FORWARDED_VARIABLES = ("RESCLASSIFY_OFFLINE", "RESCLASSIFY_WEIGHTS_MIRROR", "KERAS_BACKEND")
+# Paths handed to one decoding task: enough to keep a core busy, few enough to keep results streaming.
+DECODE_BATCH = 16
+MAX_BLOCKS = 1000
+CPU_ACTOR_CPUS = 0.5
+
+
+class RayEngineError(ResclassifyError):
+    """Ray is missing, cannot be reached, or a Ray run failed."""
+
+
+def ray_installed():
+    return importlib.util.find_spec("ray") is not None
+
+
+def image_shape(preprocessing):
+    """The shape of one decoded input (images.load_image's array)."""
+    shape = getattr(preprocessing, "array_shape", None)
+    return tuple(shape) if shape is not None else (preprocessing.size, preprocessing.size, 3)
+
+
+def decode_batch(batch, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
+    """Ray Data stage (a CPU task): {"path", optional "error"} rows → adds "pixels" (uint8) and "error".
+
+    images.load_image on each path; a file that cannot be read gets its reason in "error" ("" when
+    it loaded) and zeros for pixels, so that the batch keeps one shape.
+    """
+    paths = [str(path) for path in batch["path"]]
+    errors = [str(e) for e in batch["error"]] if "error" in batch else [""] * len(paths)
+    pixels = np.zeros((len(paths),) + image_shape(preprocessing), dtype=np.uint8)
+    for row, path in enumerate(paths):
+        if errors[row]:
+            continue
+        try:
+            pixels[row] = load_image(path, preprocessing, max_pixels)
+        except InputError as exc:
+            errors[row] = exc.reason
+    return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
+
+
+class Classify:
+    """Ray Data stage: decoded images in, class probabilities out; for `Dataset.map_batches` in your own pipelines.
+
+    The model loads once per actor, from load_model's arguments (recipe, or keyword arguments:
+    weights, arch, model, classes, device, precision, ...). Input columns: "pixels", uint8
+    arrays as images.load_image gives them (decode_batch makes them from "path"); optionally
+    "error", where a non-empty value marks a row to pass over. Output: the same columns but
+    "pixels", plus "probabilities" (rows, classes) float32, zeros for rows passed over; with
+    top_k, also "top_k_indices", "top_k_labels" and "top_k_probabilities".
+
+        import ray
+        from resclassify.engines.ray import Classify, decode_batch
+        import resclassify
+
+        preprocessing = resclassify.resolve_preprocessing("center-crop")
+        ds = ray.data.from_items([{"path": p} for p in paths])
+        ds = ds.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing}, batch_size=16)
+        ds = ds.map_batches(Classify, fn_constructor_kwargs={"arch": "resnet50", "device": "gpu", "top_k": 5},
+                            compute=ray.data.ActorPoolStrategy(size=4), num_gpus=1, batch_size=64)
+    """
+
+    def __init__(self, recipe=None, *, preprocessing=None, batch_size=32, top_k=None, **load_model_arguments):
+        from .. import load_model
+
+        self.classifier = load_model(**{**(recipe or {}), **load_model_arguments})
+        self.preprocessing = preprocessing or self.classifier.preprocessing()
+        self.batch_size = batch_size
+        self.top_k = top_k
+
+    def __call__(self, batch):
+        batch = dict(batch)
+        pixels = batch.pop("pixels")
+        errors = batch.get("error")
+        good = np.arange(len(pixels)) if errors is None else np.flatnonzero([not e for e in errors])
+        probabilities = np.zeros((len(pixels), len(self.classifier.classes)), dtype=np.float32)
+        # Fixed-shape network calls, as the local pipeline makes them: the graph is traced once.
+        for start in range(0, len(good), self.batch_size):
+            rows = good[start:start + self.batch_size]
+            probabilities[rows] = probabilities_of(self.classifier, self.preprocessing, pixels[rows],
+                                                   pad_to=self.batch_size)
+        batch["probabilities"] = probabilities
+        if self.top_k:
+            from ..metrics import top_k
+
+            indices = np.array([top_k(p, self.top_k) for p in probabilities], dtype=np.int64).reshape(len(pixels), -1)
+            batch["top_k_indices"] = indices
+            batch["top_k_labels"] = np.array([[self.classifier.classes.labels[i] for i in row] for row in indices],
+                                             dtype=object)
+            batch["top_k_probabilities"] = np.take_along_axis(probabilities, indices, axis=1)
+        return batch
+
+
+@contextlib.contextmanager
+def _quiet_core_worker(enabled=True):
+    """Ray's C++ core worker in this process logs to stderr (e.g. that Ray Data's actors have arguments in
+    its object store); it reads its log level once, when Ray starts here."""
+    if not enabled or "RAY_BACKEND_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    try:
+        yield
+    finally:
+        del os.environ["RAY_BACKEND_LOG_LEVEL"]
+
+
+def _bound_stage(recipe, preprocessing, batch_size):
+    """Classify with its arguments built in: Ray then has no constructor arguments to keep in its object store."""
+
+    class ResclassifyNetwork(Classify):
+        def __init__(self):
+            super().__init__(recipe, preprocessing=preprocessing, batch_size=batch_size)
+
+    return ResclassifyNetwork
+
+
+@contextlib.contextmanager
+def _stderr_silenced(enabled=True):
+    """File descriptor 2 to /dev/null: Ray's start-up talks from C++ and from processes it spawns."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class RayEngine:
+    """Runs the network on a Ray cluster: the one at address (else RAY_ADDRESS), else a Ray started here.
+
+    A Ray started here listens on 127.0.0.1 only, has no dashboard, and is shut down when the
+    engine closes; a Ray this process had already started (ray.init) is used and left running.
+    Use it as a context manager. device: where actors run the network (auto: one actor per GPU
+    when the cluster has GPUs, else CPU actors); actors: how many (default: one per GPU, or one
+    per node). num_cpus: the CPUs of a Ray started here (default: all).
+    """
+
+    name = "ray"
+
+    def __init__(self, address=None, *, device="auto", threads=None, verbose=False, actors=None, num_cpus=None):
+        if not ray_installed():
+            raise RayEngineError(INSTALL_HINT)
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.device = device
+        self.threads = threads
+        self.verbose = verbose
+        self.actors = actors
+        self.num_cpus = num_cpus
+        self._started_here = False
+        self._pool = None  # (actors, "GPU" or "CPU") of the last run, for the report
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def connect(self):
+        import ray
+
+        if ray.is_initialized():
+            return
+        logging_level = logging.INFO if self.verbose else logging.WARNING
+        try:
+            with _stderr_silenced(not self.verbose), _quiet_core_worker(not self.verbose):
+                if self.address:
+                    with _not_clustered(_loopback_only(self.address)):
+                        ray.init(address=self.address, log_to_driver=self.verbose, logging_level=logging_level,
+                                 runtime_env=self._runtime_env())
+                else:
+                    with _not_clustered():
+                        ray.init(include_dashboard=False, log_to_driver=self.verbose, logging_level=logging_level,
+                                 **({"num_cpus": self.num_cpus} if self.num_cpus else {}))
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ...
+            where = f"at {self.address}" if self.address else "on this machine"
+            raise RayEngineError(f"cannot start or reach Ray {where}: {_first_line(exc)}") from None
+        self._started_here = True
+
+    def close(self):
+        if self._started_here:
+            import ray
+
+            with _stderr_silenced(not self.verbose):
+                ray.shutdown()
+            self._started_here = False
+
+    @staticmethod
+    def _runtime_env():
+        variables = {name: os.environ[name] for name in FORWARDED_VARIABLES if name in os.environ}
+        return {"env_vars": variables} if variables else None
+
+    def describe(self, classifier):
+        """Where the network ran, for the report: "ray: 4 GPU actors"."""
+        if self._pool is None:
+            return None
+        count, kind = self._pool
+        return f"ray: {count} {kind} actor{'s' if count != 1 else ''}"
+
+    def actor_pool(self):
+        """(actors, num_gpus per actor, device) from the cluster's resources and the device asked for."""
+        import ray
+
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if self.device == "gpu" and not gpus:
+            raise RayEngineError("--device gpu: the Ray cluster has no GPU (use --device cpu or auto)")
+        if gpus and self.device != "cpu":
+            return self.actors or gpus, 1, "gpu"
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU"))
+        return self.actors or max(1, nodes), 0, "cpu"
+
+    def score(self, items, classifier, preprocessing, *, batch_size=32, workers=None, decoding=None,
+              max_pixels=DEFAULT_MAX_PIXELS):
+        """Yield a Scored for every item (a path, or an InputError found earlier), in input order.
+
+        workers and decoding (how this machine decodes) do not apply: Ray's tasks decode, as many
+        at once as the cluster has CPUs.
+        """
+        recipe = getattr(classifier, "recipe", None)
+        if recipe is None:
+            raise RayEngineError("the Ray engine loads the model in its actors: load it with resclassify.load_model")
+        items = list(items)
+        if not items:
+            return
+        self.connect()
+        import ray
+
+        # A run smaller than one batch uses a batch of its own size, as the local pipeline does.
+        good = sum(1 for item in items if not isinstance(item, InputError))
+        batch_size = max(1, min(batch_size, good))
+        actors, gpus_per_actor, device = self.actor_pool()
+        self._pool = (actors, device.upper())
+        rows = []
+        for item in items:
+            if isinstance(item, InputError):
+                rows.append({"path": item.path, "error": item.reason})
+            else:
+                rows.append({"path": os.path.abspath(item), "error": ""})
+        # Blocks are the decoding tasks: small enough that results stream, few enough to schedule.
+        blocks = min(MAX_BLOCKS, max(1, -(-len(rows) // DECODE_BATCH)))
+        dataset = ray.data.from_items(rows, override_num_blocks=blocks)
+        context = dataset.context
+        context.execution_options.preserve_order = True  # records in input order, as the local engine
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        context.enable_auto_log_stats = False
+        if not self.verbose:
+            # Ray Data logs each run's plan, and that progress bars are off, at INFO and WARNING.
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        dataset = dataset.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing,
+                                                               "max_pixels": max_pixels},
+                                      batch_size=DECODE_BATCH, num_cpus=1)
+        actor_recipe = {**recipe, "device": device, "threads": self.threads}
+        dataset = dataset.map_batches(
+            _bound_stage(actor_recipe, preprocessing, batch_size), compute=ray.data.ActorPoolStrategy(size=actors),
+            batch_size=batch_size, num_gpus=gpus_per_actor,
+            # A CPU actor's network uses every core whatever it reserves; reserving less than a
+            # decoding task also keeps Ray from fusing decoding into the actors, where it would
+            # wait on the network.
+            num_cpus=0 if gpus_per_actor else CPU_ACTOR_CPUS)
+        position = 0
+        try:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                for row in range(len(batch["path"])):
+                    yield self._scored(items[position], batch, row)
+                    position += 1
+        except Exception as exc:
+            if isinstance(exc, ResclassifyError) or not _is_ray_error(exc):
+                raise
+            raise RayEngineError(f"the Ray run failed: {_first_line(exc)}") from exc
+
+    @staticmethod
+    def _scored(item, batch, row):
+        path = item.path if isinstance(item, InputError) else item
+        error = str(batch["error"][row])
+        if error:
+            return Scored(path, error=item if isinstance(item, InputError) else InputError(path, error))
+        return Scored(path, probabilities=np.asarray(batch["probabilities"][row], dtype=np.float32))
+
+
+@contextlib.contextmanager
+def _not_clustered(enabled=True):
+    """Ray on this machine's loopback address only.
+
+    ray.init has no switch for it: on Linux it binds a Ray it starts to the machine's address, and
+    turns a 127.0.0.1 address to connect to into that address too, unless Ray is told it is not
+    clustered (what it does on macOS and Windows).
+    """
+    if not enabled:
+        yield
+        return
+    from ray._private import ray_constants
+
+    clustered = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clustered
+
+
+def _loopback_only(address):
+    """Whether address is a Ray on this machine that listens on the loopback address only (as one started by
+    RayEngine here): 127.0.0.1:port answers, this machine's own address at that port does not."""
+    import socket
+
+    from ray._private import services
+
+    host, _, port = str(address).rpartition(":")
+    if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or not port.isdigit():
+        return False
+    try:
+        socket.create_connection((services.get_node_ip_address(), int(port)), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
+def _is_ray_error(exc):
+    return type(exc).__module__.startswith("ray.")
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

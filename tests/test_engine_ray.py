@@ -1,0 +1,164 @@
+"""--engine ray: the same records and report as the local engine, from a Ray on this machine (num_cpus=2).
+
+One Ray for the whole module (starting one takes seconds); each run still starts its own actor,
+which loads the model once.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import resclassify
+from conftest import REPO, SAMPLE_IMAGES, assert_records_match, save_image
+from eval_datasets import CLASSES, class_folders, planned_labels
+
+pytest.importorskip("ray", reason="the ray extra: pip install 'resclassify[ray]'")
+
+SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A Ray on 127.0.0.1 with 2 CPUs, started as the engine starts one, shut down after the module."""
+    import ray
+
+    from resclassify.engines.ray import RayEngine
+
+    engine = RayEngine(num_cpus=2)
+    engine.connect()
+    yield ray.get_runtime_context().gcs_address
+    engine.close()
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray-inputs")
+    paths = [str(save_image(folder / f"photo{n}.jpg", size=(90 + 7 * n, 70), seed=40 + n, quality=90))
+             for n in range(5)]
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    return SAMPLES + paths + [str(folder / "broken.jpg"), str(folder / "missing.jpg")]
+
+
+def test_a_ray_started_here_listens_on_loopback_only(local_ray):
+    import ray
+
+    assert local_ray.startswith("127.0.0.1:")
+    assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
+    assert ray.cluster_resources()["CPU"] == 2
+
+
+def test_ray_predict_on_a_cluster_address_gives_the_local_records(local_ray, weights_file, model, inputs, tmp_path):
+    """Another process (the CLI) connects to the cluster by address, as on a real cluster; it leaves it running."""
+    from resclassify.datasets import expand_inputs
+
+    expected = list(resclassify.classify(expand_inputs(inputs), model, top_k=5))
+    out = tmp_path / "ray.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "resclassify", "predict", "--engine", "ray", "--ray-address", local_ray,
+         "--weights", str(weights_file), "--batch-size", "4", "--output", str(out), *inputs],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1, result.stderr  # the broken and the missing file
+    assert result.stdout == ""
+    # Only our own lines: no Ray start-up, progress or actor noise.
+    assert result.stderr.splitlines() == [
+        f"resclassify: error: {inputs[-2]}: cannot identify image file",
+        f"resclassify: error: {inputs[-1]}: no such file or directory",
+        f"resclassify: warning: 2 of {len(inputs)} inputs could not be classified",
+    ]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in records] == inputs  # input order
+    assert_records_match(records, expected)
+
+    import ray
+
+    assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2  # the cluster is still up
+
+
+@pytest.fixture
+def seven(tmp_path, predicted_images):
+    labels = planned_labels(predicted_images)
+    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
+    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
+def test_ray_eval_gives_the_local_report(local_ray, cli_run, weights_file, seven, tmp_path):
+    local = cli_run("eval", seven, "--json", "--weights", weights_file, "--predictions-out", tmp_path / "local.jsonl")
+    on_ray = cli_run("eval", seven, "--json", "--weights", weights_file, "--engine", "ray", "--batch-size", "4",
+                     "--predictions-out", tmp_path / "ray.jsonl")
+    assert (local.exit_code, on_ray.exit_code) == (1, 1)
+    assert on_ray.stderr == local.stderr
+    local_report, ray_report = json.loads(local.stdout), json.loads(on_ray.stdout)
+    for key in ("accuracy", "per_class", "worst_classes", "confusions", "failed", "images", "preprocessing"):
+        assert ray_report[key] == local_report[key], key
+    assert ray_report["model"]["device"] == "ray: 1 CPU actor"
+    local_records = [json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()]
+    ray_records = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text().splitlines()]
+    assert_records_match(ray_records, local_records)
+
+
+def test_gpu_actors_on_a_cluster_without_gpus_are_refused(local_ray, cli_run, weights_file):
+    result = cli_run("predict", "--engine", "ray", "--device", "gpu", "--weights", weights_file, SAMPLES[0])
+    assert result.exit_code == 1
+    assert result.stderr == "resclassify: error: --device gpu: the Ray cluster has no GPU (use --device cpu or auto)\n"
+
+
+def test_the_network_stage_in_a_users_own_ray_pipeline(local_ray, weights_file, model):
+    import ray
+
+    from resclassify.engines.ray import Classify, decode_batch
+
+    preprocessing = model.preprocessing()
+    dataset = ray.data.from_items([{"path": path} for path in SAMPLES])
+    dataset = dataset.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing}, batch_size=2)
+    dataset = dataset.map_batches(Classify, fn_constructor_kwargs={"weights": str(weights_file), "device": "cpu",
+                                                                   "top_k": 3},
+                                  compute=ray.data.ActorPoolStrategy(size=1), batch_size=4, num_cpus=0.5)
+    rows = sorted(dataset.take_all(), key=lambda row: row["path"])
+    expected = list(resclassify.classify(SAMPLES, model, top_k=3))
+    assert [row["path"] for row in rows] == SAMPLES
+    for row, record in zip(rows, expected):
+        assert list(row["top_k_indices"]) == [p["index"] for p in record["predictions"]]
+        assert list(row["top_k_labels"]) == [p["label"] for p in record["predictions"]]
+        np.testing.assert_allclose(row["top_k_probabilities"], [p["probability"] for p in record["predictions"]],
+                                   rtol=1e-4, atol=1e-6)
+        assert row["probabilities"].shape == (1000,) and row["error"] == ""
+
+
+def test_without_ray_installed_the_engine_says_what_to_install(cli_run, weights_file, monkeypatch):
+    import resclassify.engines.ray as ray_engine
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load when the engine is missing")
+
+    monkeypatch.setattr(ray_engine, "ray_installed", lambda: False)
+    monkeypatch.setattr(resclassify, "load_model", no_model)
+    result = cli_run("predict", "--engine", "ray", "--weights", weights_file, SAMPLES[0])
+    assert result.exit_code == 1
+    assert result.stderr == "resclassify: error: --engine ray needs Ray: pip install 'resclassify[ray]'\n"
+    result = cli_run("predict", "--ray-address", "127.0.0.1:1", "--weights", weights_file, SAMPLES[0])
+    assert result.exit_code == 2 and "--ray-address goes with --engine ray" in result.stderr
+
+
+def test_ray_is_imported_only_for_the_ray_engine(weights_file):
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from resclassify.cli import cli\n"
+        "CliRunner().invoke(cli, ['predict', '--help'])\n"
+        "CliRunner().invoke(cli, ['eval', '--help'])\n"
+        f"result = CliRunner().invoke(cli, ['predict', '--json', '--weights', {str(weights_file)!r}, {SAMPLES[0]!r}])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(name for name in sys.modules if name == 'ray' or name.startswith('ray.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
