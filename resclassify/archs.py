@@ -46,6 +46,33 @@ ARCH_CHOICES = tuple(ARCHS)
 DEFAULT_ARCH = "resnet50"
 
 _BLOCK_NAME = re.compile(r"conv([2-5])_block(\d+)_")
+_KERAS3_LAYER = re.compile(r"layers/([a-z0-9]+(?:_[a-z]+)*)(?:_\d+)?$")
+
+
+def arch_from_weights_names(names):
+    """The built-in architecture a weights file holds, from its HDF5 group and dataset names, or None.
+
+    Keras 2's layout (Keras's ImageNet files, model.save_weights("x.h5")) names groups after
+    the layers; Keras 3's .weights.h5 names them after the layer classes (layers/conv2d_52),
+    so there the number of convolutions and batch norms tells the networks apart.
+    """
+    return arch_from_layer_names(names) or _arch_from_layer_counts(names)
+
+
+def _arch_from_layer_counts(names):
+    kinds = {}
+    for name in names:
+        match = _KERAS3_LAYER.match(name)
+        if match:
+            kinds.setdefault(match.group(1), set()).add(name)
+    convolutions, batch_norms = len(kinds.get("conv2d", ())), len(kinds.get("batch_normalization", ()))
+    for arch in ARCHS.values():
+        depth = sum(arch.blocks)
+        # Three convolutions a block, the stem's and four shortcuts; a batch norm after each in
+        # v1 (one more for the stem), three a block and a final one in v2.
+        if (convolutions, batch_norms) == (3 * depth + 5, 3 * depth + (1 if arch.v2 else 5)):
+            return arch.name
+    return None
 
 
 def arch_from_layer_names(names):
@@ -62,6 +89,8 @@ def arch_from_layer_names(names):
         for stage, block in _BLOCK_NAME.findall(name):
             deepest[int(stage)] = max(deepest.get(int(stage), 0), int(block))
     blocks = tuple(deepest.get(stage, 0) for stage in (2, 3, 4, 5))
+    if not any(blocks):
+        return None
     for arch in ARCHS.values():
         if arch.blocks == blocks and arch.v2 == v2:
             return arch.name

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backends
-from .archs import ARCHS, ARCH_CHOICES, arch_from_layer_names
+from .archs import ARCHS, ARCH_CHOICES, arch_from_weights_names
 from .config import (DEFAULT_CUSTOM_NORMALIZATION, DEFAULT_SIZE, NORMALIZE_MODES, PRECISION_CHOICES, check_choice,
                      resolve_preprocessing)
 from .errors import DeviceError, ModelError, WeightsError
@@ -51,23 +51,37 @@ class Classifier:
         return resolve_preprocessing(name, size=self.input_size, mode=mode or self.normalization,
                                      exact_decode=exact_decode)
 
+    def stage(self, batch, pad_to=None):
+        """Pad a uint8 batch to pad_to rows and start copying it to the device; predict() takes the result.
+
+        The pipeline stages the next batch while the network works on the current one, so the
+        copy overlaps the compute (on JAX; TensorFlow copies inside the call).
+        """
+        rows = max(len(batch), pad_to or 0)
+        return StagedBatch(_runtime(self.backend).stage(_padded(batch, rows)), len(batch))
+
     def predict(self, batch, pad_to=None, normalization=None):
         """Probabilities (float32, one row per image) for a uint8 batch of shape (n, size, size, 3).
 
-        normalization (default: the network's own) is applied on the device. The batch is padded
-        to pad_to rows so its shape, and so the compiled function, never changes. When the device
-        runs out of memory, the batch is split in halves (down to one image) and the smaller size
-        kept for later batches; notice is told.
+        batch is a numpy array or what stage() returned. normalization (default: the network's
+        own) is applied on the device. The batch is padded to pad_to rows so its shape, and so
+        the compiled function, never changes. When the device runs out of memory, the batch is
+        split in halves (down to one image) and the smaller size kept for later batches; notice
+        is told.
         """
         mode = check_choice("normalization", normalization or self.normalization, NORMALIZE_MODES)
-        count = len(batch)
-        size = max(count, pad_to or 0)
+        staged = isinstance(batch, StagedBatch)
+        count = batch.count if staged else len(batch)
+        data = batch.data if staged else batch
+        size = max(len(data), pad_to or 0)
         while True:
             limit = min(size, self._batch_limit or size)
             try:
                 if limit == size:
-                    return self._run(mode, batch, size)
-                return np.concatenate([self._run(mode, batch[i:i + limit], limit) for i in range(0, count, limit)])
+                    return self._run(mode, data, size)[:count]
+                on_host = np.asarray(data)[:count]
+                return np.concatenate([self._run(mode, on_host[i:i + limit], limit)[:len(on_host[i:i + limit])]
+                                       for i in range(0, count, limit)])
             except Exception as exc:
                 if not _runtime(self.backend).is_out_of_memory(exc):
                     raise
@@ -79,15 +93,30 @@ class Classifier:
                                 f"retrying at {self._batch_limit} (pass --batch-size {self._batch_limit})")
 
     def _run(self, mode, batch, rows):
-        count = len(batch)
-        if count < rows:
-            padding = np.zeros((rows - count,) + batch.shape[1:], dtype=batch.dtype)
-            batch = np.concatenate([batch, padding])
+        """All rows' probabilities, padding rows included, from the compiled function for this mode."""
         function = self._functions.get(mode)
         if function is None:
             function = self._functions[mode] = _runtime(self.backend).compile_network(
                 self.keras_model, _network_body(mode, self.ends_in_probabilities))
-        return np.asarray(function(batch), dtype=np.float32)[:count]
+        return np.asarray(function(_padded(batch, rows)), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch on its way to the device (padded), and how many of its rows are images."""
+
+    data: object
+    count: int
+
+    def __len__(self):
+        return self.count
+
+
+def _padded(batch, rows):
+    if len(batch) >= rows:
+        return batch
+    batch = np.asarray(batch)
+    return np.concatenate([batch, np.zeros((rows - len(batch),) + batch.shape[1:], dtype=batch.dtype)])
 
 
 def _runtime(name):
@@ -215,8 +244,7 @@ def load_classifier(weights_path, arch="resnet50", device="auto", *, precision="
     if key in _classifiers:
         return _remember_notice(_classifiers[key], notice)
     classes = _classes(_read_classes(classes_path), classes_path, 1000)
-    runtime = backends.activate(backend, verbose)
-    used_device = runtime.configure(device, threads, verbose)
+    used_device = backends.activate(backend).configure(device, threads, verbose)
     with backends.native_stderr_silenced(not verbose):
         import keras
 
@@ -252,7 +280,7 @@ def _remember_notice(classifier, notice):
 
 def _other_arch_hint(weights_path, arch):
     """ " (looks like resnet101 weights: pass --arch resnet101)" when the file's layer names say so."""
-    guessed = arch_from_layer_names(_weights_file_names(weights_path))
+    guessed = arch_from_weights_names(_weights_file_names(weights_path))
     if guessed is None or guessed == arch:
         return ""
     return f" (looks like {guessed} weights: pass --arch {guessed})"
@@ -298,8 +326,7 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
     if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise ModelError(f"model {model_path}: expected a .keras file or a full-model .h5 file")
     named = _read_classes(classes_path)  # before the backend starts: a wrong path should fail fast
-    runtime = backends.activate(backend, verbose)
-    used_device = runtime.configure(device, threads, verbose)
+    used_device = backends.activate(backend).configure(device, threads, verbose)
     with backends.native_stderr_silenced(not verbose):
         import keras
 

@@ -87,6 +87,10 @@ def _submit_batch(network, waiting, batch, classifier, preprocessing, batch_size
     the device, in the mode the preprocessing names.
     """
     loaded = [s for s in waiting if s.error is None]
+    if loaded and hasattr(classifier, "stage"):
+        # Start its copy to the device now (JAX copies asynchronously), while the network still
+        # works on the batch before. The buffer is not filled again until this batch's results are back.
+        batch = classifier.stage(batch, pad_to=batch_size)
 
     def run():
         if loaded:

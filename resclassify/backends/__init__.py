@@ -9,9 +9,10 @@ A backend module (tensorflow.py, jax.py) is a module with:
 
     NAME                        "tensorflow", "jax"
     start(verbose)              import the framework, and Keras on it, without start-up noise
-    configure(device, threads)  choose the device ("auto", "cpu", "gpu") and CPU threads before
-                                the first tensor; returns "cpu" or "gpu"; DeviceError if asked
-                                for a GPU it cannot see
+    configure(device, threads, verbose)
+                                choose the device ("auto", "cpu", "gpu") and CPU threads, then
+                                start; returns "cpu" or "gpu"; DeviceError if asked for a GPU it
+                                cannot see
     devices()                   the devices it sees, as short strings (imports the framework)
     compile_network(keras_model, body)
                                 a function of a numpy uint8 batch (n, S, S, 3) returning numpy
@@ -33,7 +34,9 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
+import subprocess
 import sys
 import warnings
 
@@ -47,6 +50,11 @@ _FRAMEWORK = {"tensorflow": "tensorflow", "jax": "jax"}
 _INSTALL = {"tensorflow": "pip install tensorflow",
             "jax": "pip install 'resclassify[jax]' (see the README for JAX's CUDA build)"}
 _LABEL = {"tensorflow": "TensorFlow", "jax": "JAX"}
+# The distributions that may carry each framework, and its companions whose versions matter.
+_DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly"),
+                  "jax": ("jax",)}
+_COMPANIONS = {"jax": ("jaxlib",)}
+DEVICES_TIMEOUT_S = 120
 
 
 def installed(name):
@@ -63,6 +71,58 @@ def version(distribution):
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def default_choice():
+    """(backend, why) for a run without --backend, or (None, the reason there is none)."""
+    variable = os.environ.get(BACKEND_VARIABLE, "").strip()
+    try:
+        name = resolve()
+    except BackendError as exc:
+        return None, str(exc)
+    if variable:
+        return name, f"{BACKEND_VARIABLE}={variable}"
+    return name, f"{BACKEND_VARIABLE} is not set" + ("" if name == DEFAULT_BACKEND else f"; {DEFAULT_BACKEND} is not installed")
+
+
+def describe(devices=False):
+    """For `resclassify info`: each backend, whether it is installed, its versions, and (if asked) its devices.
+
+    Devices are listed by a child process per backend: that imports the framework, which a
+    process that only describes should not, and it sees the machine as a fresh run does.
+    """
+    rows = {}
+    for name in BACKEND_CHOICES:
+        row = {"installed": installed(name),
+               "version": next(filter(None, map(version, _DISTRIBUTIONS[name])), None)}
+        for companion in _COMPANIONS.get(name, ()):
+            row[companion] = version(companion)
+        if not row["installed"]:
+            row["install"] = _INSTALL[name]
+        elif devices:
+            row["devices"] = list_devices(name)
+        rows[name] = row
+    return rows
+
+
+_LIST_DEVICES = "import json, sys; from resclassify.backends import module; print(json.dumps(module(sys.argv[1]).devices()))"
+
+
+def list_devices(name):
+    """The devices a backend sees, from a child process: a list of strings, or {"error": reason}."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL") or "3",
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+    try:
+        child = subprocess.run([sys.executable, "-c", _LIST_DEVICES, name], capture_output=True, text=True,
+                               env=env, timeout=DEVICES_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no answer within {DEVICES_TIMEOUT_S} s"}
+    lines = child.stdout.strip().splitlines()
+    if child.returncode != 0 or not lines:
+        last = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        return {"error": last}
+    return json.loads(lines[-1])
 
 
 def resolve(requested=None):
@@ -103,8 +163,11 @@ def running():
         return None
 
 
-def activate(name, verbose=False):
-    """The backend module for name, started: Keras imported on it. One backend per process."""
+def activate(name):
+    """The backend module for name, with Keras set to import on it; its configure() starts it.
+
+    One backend per process: BackendError if Keras already runs on another.
+    """
     current = running()
     if current is not None and current != name:
         raise BackendError(f"Keras already runs on {current} in this process and cannot switch to {name}; "
@@ -112,9 +175,7 @@ def activate(name, verbose=False):
     if current is None:
         # Keras reads this once, at import; the flag has already won over the variable.
         os.environ[BACKEND_VARIABLE] = name
-    module = importlib.import_module(f"{__name__}.{name}")
-    module.start(verbose)
-    return module
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def module(name):

@@ -20,6 +20,14 @@ _tf = None
 
 def start(verbose=False):
     """Import TensorFlow once, and Keras on it, without their start-up noise unless verbose."""
+    tf = _framework(verbose)
+    with native_stderr_silenced(not verbose):
+        import keras  # noqa: F401 (on TensorFlow: KERAS_BACKEND was set before this import)
+    return tf
+
+
+def _framework(verbose=False):
+    """TensorFlow alone (what devices() needs), imported once."""
     global _tf
     if _tf is not None:
         return _tf
@@ -33,7 +41,6 @@ def start(verbose=False):
             import absl.logging
 
             absl.logging.set_verbosity(absl.logging.ERROR)
-        import keras  # noqa: F401 (on TensorFlow: KERAS_BACKEND was set before this import)
     _tf = tf
     return tf
 
@@ -68,11 +75,17 @@ def configure_device(tf, device, threads=None):
 
 
 def devices():
-    """What TensorFlow sees: ["CPU:0", "GPU:0", ...]."""
-    tf = start()
+    """What TensorFlow sees: ["cpu:0"], or ["cpu:0", "gpu:0 (NVIDIA H200)"]."""
+    tf = _framework()
     with native_stderr_silenced():
-        found = tf.config.list_physical_devices()
-    return [d.name.replace("/physical_device:", "") for d in found]
+        shown = []
+        for device in tf.config.list_physical_devices():
+            name = device.name.replace("/physical_device:", "").lower()
+            if device.device_type == "GPU":
+                model = tf.config.experimental.get_device_details(device).get("device_name")
+                name += f" ({model})" if model else ""
+            shown.append(name)
+    return shown
 
 
 def compile_network(keras_model, body):
