@@ -11,9 +11,9 @@ from .images import DEFAULT_MAX_PIXELS
 __version__ = "0.1.0"
 
 __all__ = [
-    "classify", "evaluate", "report_from_prediction_files", "find_ground_truth", "load_model", "Preprocessing",
-    "resolve_preprocessing", "ResclassifyError", "InputError", "ImageError", "DatasetError", "WeightsError",
-    "ModelError", "DeviceError", "BackendError", "ChoiceError", "RecordFileError", "DecodingError",
+    "about", "classify", "evaluate", "report_from_prediction_files", "find_ground_truth", "load_model",
+    "Preprocessing", "resolve_preprocessing", "ResclassifyError", "InputError", "ImageError", "DatasetError",
+    "WeightsError", "ModelError", "DeviceError", "BackendError", "ChoiceError", "RecordFileError", "DecodingError",
     "__version__",
 ]
 
@@ -71,6 +71,30 @@ def _recipe(arguments):
     if weights != "imagenet" and not weights.startswith(("http://", "https://")):
         recipe["weights"] = os.path.abspath(os.path.expanduser(weights))
     return recipe
+
+
+def about(devices=False):
+    """What `resclassify info` shows, as a dict: versions of resclassify, Python, Keras, each backend
+    and ONNX Runtime, the backend a run gets by default, the weights cache and the files in it;
+    with devices=True, the devices each installed backend sees (each listed by a child process,
+    so this process never imports a backend).
+    """
+    import platform
+
+    from . import backends
+    from .weights import cache_dir, cached_files
+
+    default, why = backends.default_choice()
+    return {
+        "resclassify": __version__,
+        "python": platform.python_version(),
+        "keras": backends.version("keras"),
+        "backends": backends.describe(devices),
+        "default_backend": {"name": default, "why": why},
+        "onnxruntime": backends.version("onnxruntime"),
+        "cache_folder": str(cache_dir()),
+        "cached_weights": cached_files(),
+    }
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None, decoding="auto",

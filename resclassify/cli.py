@@ -714,6 +714,29 @@ def first_few(names, count):
     return ", ".join(names[:count]) + (f", and {more} more" if more > 0 else "")
 
 
+@cli.command()
+@click.option("--devices", is_flag=True,
+              help="Also list the devices each installed backend sees (starts each backend in a child process: "
+                   "seconds).")
+@format_options("info")
+@reports_errors
+def info(devices, format_name, as_json):
+    """Versions (resclassify, Keras, each backend, ONNX Runtime), the backend a run gets, the weights cache.
+
+    \b
+    Examples:
+      resclassify info
+      resclassify info --devices
+      resclassify info --json | jq .backends.jax.version
+    """
+    from . import about
+    from .output import open_writer
+
+    writer = open_writer("info", chosen_format("info", format_name, as_json), sys.stdout)
+    writer.write(about(devices=devices))
+    writer.close()
+
+
 @cli.group("weights")
 def weights_group():
     """List, fetch, locate and check Keras's ImageNet weight files.

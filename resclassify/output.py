@@ -586,6 +586,48 @@ class WeightsCsvWriter(FlatCsvWriter):
 
 
 # ---------------------------------------------------------------------------------------------
+# info: versions, backends and their devices, the weights cache.
+
+class InfoTextWriter:
+    """resclassify.about() as aligned lines: versions, the default backend, devices if listed, the cache."""
+
+    def __init__(self, stream, **context):
+        self.stream = stream
+
+    def write(self, info):
+        lines = [("resclassify", info["resclassify"]), ("python", info["python"]),
+                 ("keras", info["keras"] or "not installed")]
+        for name, backend in info["backends"].items():
+            if not backend["installed"]:
+                lines.append((name, f"not installed: {backend['install']}"))
+                continue
+            companions = [f"{key} {value}" for key, value in backend.items()
+                          if key not in ("installed", "version", "devices", "install") and value]
+            lines.append((name, (backend["version"] or "installed") +
+                          (f" ({', '.join(companions)})" if companions else "")))
+        lines.append(("onnxruntime", info["onnxruntime"] or "not installed"))
+        default = info["default_backend"]
+        lines.append(("backend", f"{default['name']} ({default['why']})" if default["name"] else default["why"]))
+        listed = [(name, backend["devices"]) for name, backend in info["backends"].items() if "devices" in backend]
+        for i, (name, devices) in enumerate(listed):
+            shown = f"error: {devices['error']}" if isinstance(devices, dict) else ", ".join(devices) or "none"
+            lines.append(("devices" if i == 0 else "", f"{name}: {shown}"))
+        lines.append(("cache folder", info["cache_folder"]))
+        cached = info["cached_weights"]
+        for i, row in enumerate(cached):
+            about = f"{row['model']}, " if row["model"] else ""
+            lines.append(("cached weights" if i == 0 else "", f"{row['file']} ({about}{row['size'] / 2**20:.1f} MiB)"))
+        if not cached:
+            lines.append(("cached weights", "none"))
+        width = max(len(label) for label, _ in lines) + 2
+        self.stream.write("".join(f"{label:<{width}}{text}\n" for label, text in lines))
+        self.stream.flush()
+
+    def close(self):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
 # The one table of output formats. Each kind of output lists the formats it comes in and the
 # writer of each; --format offers exactly these, and --json stands for the kind's JSON format.
 # Every writer is writer(stream, **context), then write(item) for each item, then close().
@@ -621,6 +663,8 @@ OUTPUTS = {
     # weights list: one row per known model
     "weights": OutputKind("model", {"table": WeightsTableWriter, "jsonl": JsonLinesWriter, "json": JsonArrayWriter,
                                     "csv": WeightsCsvWriter}, json="jsonl"),
+    # info: one description of this installation
+    "info": OutputKind("description", {"table": InfoTextWriter, "json": ReportJsonWriter}, json="json"),
 }
 
 # A record file's format, from its extension.

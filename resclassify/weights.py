@@ -372,6 +372,26 @@ def cached_state(known):
         raise WeightsError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
+def cached_files():
+    """For `resclassify info`: the files in the cache folder (name, model if it is an official file, size, path)."""
+    folder = cache_dir()
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise WeightsError(f"cannot read the weights cache {folder}: {exc.strerror or exc}") from None
+    rows = []
+    for entry in entries:
+        # Hidden files are downloads under way (or killed): not weights yet.
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        known = known_by_file_name(entry.name)
+        rows.append({"file": entry.name, "model": known.arch if known else None, "size": entry.stat().st_size,
+                     "path": entry.path})
+    return rows
+
+
 def listing():
     """For `weights list`: one row per known model, in KNOWN_WEIGHTS order (output.WEIGHTS_COLUMNS)."""
     rows = []
