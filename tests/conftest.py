@@ -122,3 +122,122 @@ def predicted_images(tmp_path_factory, model):
         probabilities = np.array([p["probability"] for p in record["predictions"]])
         assert np.all(probabilities[:-1] > probabilities[1:] * (1 + 2 * PROBABILITY_TOLERANCE["rtol"]))
     return [(path, ranks) for path, ranks in zip(paths, ranked)]
+
+
+# --- networks the tests make, shared by the TensorFlow tests and the JAX child ------------------
+
+@pytest.fixture(scope="session")
+def arch_weights(tmp_path_factory, weights_file):
+    """arch -> a weights file for it (seeded random, Keras's ImageNet layout), made once when first asked."""
+    from weights_factory import build_random_resnet
+
+    folder = tmp_path_factory.mktemp("arch-weights")
+    made = {"resnet50": weights_file}
+
+    def path(arch):
+        if arch not in made:
+            made[arch] = save_keras_h5_weights(build_random_resnet(arch), folder / f"{arch}_random.h5")
+        return made[arch]
+
+    return path
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory):
+    """A colour classifier saved three ways: .keras (softmax, tf-mode input), full-model .h5
+    (logits), and .keras starting with a Rescaling layer (raw pixels in)."""
+    from weights_factory import train_colour_classifier
+
+    folder = tmp_path_factory.mktemp("own-models")
+    tuned = train_colour_classifier()
+    tuned.save(folder / "colours.keras")
+    train_colour_classifier(softmax=False).save(folder / "colours_logits.h5")
+    train_colour_classifier(rescaling=True).save(folder / "colours_scaled.keras")
+    (folder / "colours.txt").write_text("red\ngreen\nblue\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def colour_photos(tmp_path_factory):
+    """One image per class, larger than the model's input and not square, so it is resized and cropped."""
+    from weights_factory import COLOURS, colour_image
+
+    folder = tmp_path_factory.mktemp("colour-photos")
+    rng = np.random.default_rng(7)
+    paths = {}
+    for colour in COLOURS:
+        paths[colour] = folder / f"{colour}.png"
+        Image.fromarray(colour_image(colour, (120, 90), rng)).save(paths[colour])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def arch_photo(tmp_path_factory):
+    """The one photo each --arch classifies."""
+    return save_image(tmp_path_factory.mktemp("photo") / "photo.jpg")
+
+
+@pytest.fixture(scope="session")
+def six_eval_folder(tmp_path_factory, predicted_images):
+    """Six of predicted_images in WordNet-id class folders (eval_datasets.planned_labels: 2 top-1 hits, 3 top-5)."""
+    from eval_datasets import class_folders, planned_labels
+
+    labels = planned_labels(predicted_images)
+    folder, _ = class_folders("wnid")(tmp_path_factory.mktemp("six") / "data",
+                                      [path for path, _ in predicted_images[:6]], labels)
+    return folder
+
+
+# The same command lines run here (TensorFlow) and in a JAX process: jax_runs holds JAX's answers.
+ARCHS_TESTED = ("resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2")
+
+
+def parity_cases(weights_file, arch_weights, predicted_images, own_models, colour_photos, arch_photo,
+                 six_eval_folder):
+    """name -> command-line arguments, each run on both backends (no --backend: KERAS_BACKEND decides)."""
+    images = [str(p) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))] + [str(p) for p, _ in predicted_images]
+    cases = {
+        "predict": ["predict", "--weights", weights_file, "--device", "cpu", "--json", *images],
+        "eval": ["eval", "--weights", weights_file, "--device", "cpu", "--json", six_eval_folder],
+        "own-model": ["predict", "--model", own_models / "colours.keras", "--classes", own_models / "colours.txt",
+                      "--preprocess-mode", "tf", "--device", "cpu", "--json", "-k", "3", *colour_photos.values()],
+        "own-model-h5": ["predict", "--model", own_models / "colours_logits.h5", "--classes",
+                         own_models / "colours.txt", "--preprocess-mode", "tf", "--device", "cpu", "--json", "-k",
+                         "3", *colour_photos.values()],
+        "bfloat16": ["predict", "--weights", weights_file, "--device", "cpu", "--precision", "bfloat16", "--json",
+                     *images[:4]],
+    }
+    for arch in ARCHS_TESTED:
+        cases[f"arch-{arch}"] = ["predict", "--arch", arch, "--weights", arch_weights(arch), "--device", "cpu",
+                                 "--json", "-k", "5", arch_photo]
+    return {name: [str(a) for a in argv] for name, argv in cases.items()}
+
+
+@pytest.fixture(scope="session")
+def parity(weights_file, arch_weights, predicted_images, own_models, colour_photos, arch_photo, six_eval_folder):
+    return parity_cases(weights_file, arch_weights, predicted_images, own_models, colour_photos, arch_photo,
+                        six_eval_folder)
+
+
+@pytest.fixture(scope="session")
+def jax_runs(tmp_path_factory, parity, weights_file, predicted_images):
+    """The parity cases and the raw probabilities of the test images, from one process on JAX (CPU).
+
+    One process for all of them: JAX starts and builds each network once (about a minute on
+    2 cores). KERAS_BACKEND=jax, not --backend, picks the backend there.
+    """
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("jax")
+    images = [str(p) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))] + [str(p) for p, _ in predicted_images]
+    spec = {"cases": parity, "probabilities": {"weights": str(weights_file), "paths": images, "batch_size": 32}}
+    (folder / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_HOME": str(folder / "keras-home"),
+           "RESCLASSIFY_WEIGHTS_MIRROR": CLOSED_LOCAL_URL,
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.run([sys.executable, str(REPO / "tests" / "jax_child.py"), str(folder / "spec.json"),
+                            str(folder / "result.json")], capture_output=True, text=True, env=env, timeout=900)
+    assert child.returncode == 0, child.stderr[-3000:]
+    return json.loads((folder / "result.json").read_text())

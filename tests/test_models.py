@@ -8,7 +8,9 @@ from PIL import Image
 
 from resclassify import model as model_module
 from resclassify.archs import ARCHS
-from weights_factory import COLOURS, build_random_resnet, colour_image, save_keras_h5_weights, train_colour_classifier
+from resclassify.errors import WeightsError
+from conftest import assert_records_match
+from weights_factory import colour_image
 
 
 @pytest.fixture
@@ -21,8 +23,11 @@ def normalize_calls(monkeypatch):
     real = model_module.Classifier.predict
 
     def spy(self, batch, pad_to=None, normalization=None):
-        assert batch.dtype == np.uint8
-        calls.append((batch.shape, normalization or self.normalization))
+        staged = isinstance(batch, model_module.StagedBatch)
+        pixels = np.asarray(batch.data if staged else batch)
+        assert pixels.dtype == np.uint8
+        count = batch.count if staged else len(pixels)
+        calls.append(((count,) + pixels.shape[1:], normalization or self.normalization))
         return real(self, batch, pad_to, normalization)
 
     monkeypatch.setattr(model_module.Classifier, "predict", spy)
@@ -38,22 +43,27 @@ def forget_models():
         del model_module._classifiers[key]
 
 
-@pytest.fixture(scope="module")
-def photo(tmp_path_factory):
-    from conftest import save_image
-
-    return save_image(tmp_path_factory.mktemp("photo") / "photo.jpg")
+@pytest.fixture
+def photo(arch_photo):
+    return arch_photo
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_each_arch_builds_loads_and_normalizes_its_own_way(arch, cli_run, tmp_path, photo, normalize_calls,
-                                                           forget_models, weights_file):
-    path = weights_file if arch == "resnet50" else save_keras_h5_weights(build_random_resnet(arch), tmp_path / "w.h5")
-    result = cli_run("predict", "--arch", arch, "--weights", path, "--json", "-k", "3", photo)
+def test_each_arch_builds_loads_and_normalizes_its_own_way_on_both_backends(
+        arch, cli_run, tmp_path, normalize_calls, forget_models, arch_weights, photo, parity, jax_runs):
+    path = arch_weights(arch)
+    result = cli_run(*parity[f"arch-{arch}"])
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)
-    assert record["model"] == arch and len(record["predictions"]) == 3
+    assert record["model"] == arch and len(record["predictions"]) == 5
     assert record["predictions"][0]["wnid"].startswith("n")
+    # The same command on JAX (another process, KERAS_BACKEND=jax): the same top 5, the same
+    # probabilities to float rounding.
+    on_jax = jax_runs["cases"][f"arch-{arch}"]
+    assert on_jax["exit_code"] == 0, on_jax["stderr"] or on_jax["exception"]
+    jax_record = json.loads(on_jax["stdout"])
+    assert (record["backend"], jax_record["backend"]) == ("tensorflow", "jax")
+    assert_records_match([{**jax_record, "backend": "tensorflow"}], [record])
     expected = "tf" if arch.endswith("v2") else "caffe"
     assert ARCHS[arch].normalization == expected
     assert normalize_calls == [((1, 224, 224, 3), expected)]
@@ -80,10 +90,30 @@ def test_each_arch_builds_loads_and_normalizes_its_own_way(arch, cli_run, tmp_pa
     assert report["per_class"] == own["per_class"] and report["accuracy"] == own["accuracy"]
 
 
-def test_weights_of_another_arch_are_a_one_line_error(cli_run, weights_file, photo):
-    result = cli_run("predict", "--arch", "resnet50v2", "--weights", weights_file, photo)
+@pytest.mark.parametrize("arch, file_arch", [("resnet50v2", "resnet50"), ("resnet50", "resnet101v2")])
+def test_weights_of_another_arch_are_a_one_line_error_naming_the_arch(cli_run, arch_weights, photo, arch, file_arch,
+                                                                      monkeypatch):
+    weights = arch_weights(file_arch)
+    result = cli_run("predict", "--arch", arch, "--weights", weights, photo)
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"resclassify: error: cannot load resnet50v2 weights from {weights_file}: ")
+    assert result.stderr.startswith(f"resclassify: error: cannot load {arch} weights from {weights}: ")
+    assert result.stderr.endswith(f" (looks like {file_arch} weights: pass --arch {file_arch})\n")
+    assert len(result.stderr.splitlines()) == 1
+    # RESCLASSIFY_DEBUG=1: the traceback, down to Keras's own full message.
+    monkeypatch.setenv("RESCLASSIFY_DEBUG", "1")
+    with pytest.raises(WeightsError) as raised:
+        cli_run("predict", "--arch", arch, "--weights", weights, photo)
+    cause = str(raised.value.__cause__)
+    assert len(cause.splitlines()) > 1 and cause.splitlines()[0] in result.stderr
+
+
+def test_keras_3_weights_file_of_another_arch_names_it(cli_run, tmp_path, photo):
+    import keras
+
+    keras.applications.ResNet50V2(weights=None).save_weights(tmp_path / "mine.weights.h5")
+    result = cli_run("predict", "--arch", "resnet50", "--weights", tmp_path / "mine.weights.h5", photo)
+    assert result.exit_code == 1
+    assert result.stderr.endswith(" (looks like resnet50v2 weights: pass --arch resnet50v2)\n")
     assert len(result.stderr.splitlines()) == 1
 
 
@@ -94,31 +124,6 @@ def test_preprocess_mode_overrides_the_arch(cli_run, weights_file, photo, normal
 
 
 # --- a user's own model ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def own_models(tmp_path_factory):
-    """A colour classifier saved three ways: .keras (softmax, tf-mode input), full-model .h5
-    (logits), and .keras starting with a Rescaling layer (raw pixels in)."""
-    folder = tmp_path_factory.mktemp("own-models")
-    tuned = train_colour_classifier()
-    tuned.save(folder / "colours.keras")
-    train_colour_classifier(softmax=False).save(folder / "colours_logits.h5")
-    train_colour_classifier(rescaling=True).save(folder / "colours_scaled.keras")
-    (folder / "colours.txt").write_text("red\ngreen\nblue\n")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def colour_photos(tmp_path_factory):
-    """One image per class, larger than the model's input and not square, so it is resized and cropped."""
-    folder = tmp_path_factory.mktemp("colour-photos")
-    rng = np.random.default_rng(7)
-    paths = {}
-    for colour in COLOURS:
-        paths[colour] = folder / f"{colour}.png"
-        Image.fromarray(colour_image(colour, (120, 90), rng)).save(paths[colour])
-    return paths
-
 
 def predicted(result):
     assert result.exit_code == 0, result.stderr

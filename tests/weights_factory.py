@@ -7,7 +7,7 @@ CLASSIFIER_LAYER = "predictions"
 FEATURE_LAYER = "avg_pool"
 
 
-def _reference_batch(rng, count=16):
+def _reference_batch(rng, count=16, v2=False):
     """Smooth random colour fields: varied enough to show what every image's features share."""
     from PIL import Image
 
@@ -15,8 +15,9 @@ def _reference_batch(rng, count=16):
     for _ in range(count):
         coarse = rng.integers(0, 256, size=(rng.integers(2, 9), rng.integers(2, 9), 3), dtype=np.uint8)
         images.append(np.asarray(Image.fromarray(coarse).resize((224, 224), Image.Resampling.BICUBIC)))
-    batch = np.stack(images).astype(np.float32)[..., ::-1] - np.float32([103.939, 116.779, 123.68])
-    return batch
+    pixels = np.stack(images).astype(np.float32)
+    # What each network is fed: tf mode for the v2 models, caffe mode for the others.
+    return pixels / 127.5 - 1.0 if v2 else pixels[..., ::-1] - np.float32([103.939, 116.779, 123.68])
 
 
 def randomize_batch_norms(model, rng):
@@ -35,7 +36,12 @@ def randomize_batch_norms(model, rng):
 
 
 def build_random_resnet50(seed=1234, logit_std=3.0, shared_directions=2):
-    """A ResNet50 with seeded random weights whose classifier tells images apart.
+    """A ResNet50 with seeded random weights whose classifier tells images apart (build_random_resnet)."""
+    return build_random_resnet("resnet50", seed, logit_std, shared_directions)
+
+
+def build_random_resnet(arch="resnet50", seed=1234, logit_std=3.0, shared_directions=2):
+    """Any of Keras's ImageNet ResNets with seeded random weights whose classifier tells images apart.
 
     A random ResNet gives every image nearly the same pooled features (correlation above 0.9),
     so a random classifier would rank the same classes first for all of them. The classifier
@@ -46,11 +52,13 @@ def build_random_resnet50(seed=1234, logit_std=3.0, shared_directions=2):
     import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.applications.ResNet50(weights=None)
+    from resclassify.archs import ARCHS
+
+    model = getattr(keras.applications, ARCHS[arch].builder)(weights=None)
     rng = np.random.default_rng(seed)
     randomize_batch_norms(model, rng)
     features = keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)(
-        _reference_batch(rng), training=False).numpy()
+        _reference_batch(rng, v2=arch.endswith("v2")), training=False).numpy()
     # The mean feature and the main directions in which the reference fields vary: what a
     # random network sees in every image alike.
     centred = features - features.mean(axis=0)
@@ -64,23 +72,6 @@ def build_random_resnet50(seed=1234, logit_std=3.0, shared_directions=2):
     kernel *= logit_std / (logits - logits.mean(axis=1, keepdims=True)).std()
     dense.set_weights([kernel.astype(np.float32), np.zeros_like(bias)])
     return model
-
-
-# keras.applications constructor for each architecture resclassify knows.
-KERAS_BUILDERS = {
-    "resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
-    "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
-}
-
-
-def build_random_resnet(arch, seed=1234):
-    """Any of Keras's ImageNet ResNets with seeded random weights (resnet50: the separated classifier above)."""
-    import keras
-
-    if arch == "resnet50":
-        return build_random_resnet50(seed)
-    keras.utils.set_random_seed(seed)
-    return getattr(keras.applications, KERAS_BUILDERS[arch])(weights=None)
 
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
