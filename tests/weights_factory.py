@@ -57,8 +57,8 @@ def build_random_resnet(arch="resnet50", seed=1234, logit_std=3.0, shared_direct
     model = getattr(keras.applications, ARCHS[arch].builder)(weights=None)
     rng = np.random.default_rng(seed)
     randomize_batch_norms(model, rng)
-    features = keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)(
-        _reference_batch(rng, v2=arch.endswith("v2")), training=False).numpy()
+    features = np.asarray(keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)(
+        _reference_batch(rng, v2=arch.endswith("v2")), training=False))
     # The mean feature and the main directions in which the reference fields vary: what a
     # random network sees in every image alike.
     centred = features - features.mean(axis=0)
