@@ -45,6 +45,8 @@ def test_json_means_one_thing_everywhere():
                  ("table", "json")),
         "weights list": ("Machine-readable JSON on stdout: one object per model, a line each (short for --format "
                          "jsonl).", ("table", "jsonl", "json", "csv")),
+        "info": ("Machine-readable JSON on stdout: the description as one object (short for --format json).",
+                 ("table", "json")),
     }
 
 

@@ -16,7 +16,7 @@ def test_every_writer_is_under_a_format_of_the_one_list():
 def test_json_is_json_lines_for_record_streams_and_one_object_for_a_report():
     assert {kind: json_format(kind) for kind in OUTPUTS} == {
         "predictions": "jsonl", "report": "json", "predict-records": None, "eval-records": None, "misclassified": None,
-        "weights": "jsonl"}
+        "weights": "jsonl", "info": "json"}
 
 
 def test_a_kind_refuses_a_format_it_does_not_come_in():
