@@ -58,12 +58,13 @@ def test_each_arch_builds_loads_and_normalizes_its_own_way_on_both_backends(
     assert record["model"] == arch and len(record["predictions"]) == 5
     assert record["predictions"][0]["wnid"].startswith("n")
     # The same command on JAX (another process, KERAS_BACKEND=jax): the same top 5, the same
-    # probabilities to float rounding.
+    # probabilities to float rounding, which grows with depth (ResNet152V2 with these random
+    # weights: 2.2e-5, 2.3e-4 relative; ResNet50's own test asks for 1e-5 in test_jax.py).
     on_jax = jax_runs["cases"][f"arch-{arch}"]
     assert on_jax["exit_code"] == 0, on_jax["stderr"] or on_jax["exception"]
     jax_record = json.loads(on_jax["stdout"])
     assert (record["backend"], jax_record["backend"]) == ("tensorflow", "jax")
-    assert_records_match([{**jax_record, "backend": "tensorflow"}], [record], BACKEND_TOLERANCE)
+    assert_records_match([{**jax_record, "backend": "tensorflow"}], [record], {**BACKEND_TOLERANCE, "rtol": 1e-3})
     expected = "tf" if arch.endswith("v2") else "caffe"
     assert ARCHS[arch].normalization == expected
     assert normalize_calls == [((1, 224, 224, 3), expected)]
