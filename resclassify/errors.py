@@ -48,3 +48,14 @@ class RecordFileError(ResclassifyError):
 
 class DecodingError(ResclassifyError):
     """The decode workers could not start or run (not a bad image: that is an ImageError)."""
+
+
+class PreprocessingError(ChoiceError):
+    """Preprocessing options that cannot work: an unknown choice, a crop larger than the resized image, a size below 1...
+
+    option names the command-line option at fault, so the command line can say which one (exit 2).
+    """
+
+    def __init__(self, message, option=None):
+        super().__init__(message)
+        self.option = option
