@@ -1,4 +1,4 @@
-"""Image files to network-ready uint8 arrays: open, orient, convert to 8-bit RGB, resize, crop."""
+"""Image files to network-ready uint8 arrays: open, orient, convert to 8-bit RGB, resize, crop (views)."""
 
 import math
 import os
@@ -6,6 +6,7 @@ import os
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from .config import INTERPOLATION_CHOICES
 from .errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset(
@@ -22,12 +23,15 @@ Image.MAX_IMAGE_PIXELS = None
 # source pixels per pixel of the resized short side so the bicubic resize still has real detail.
 DRAFT_OVERSAMPLE = 2
 
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST,
-             "bilinear": Image.Resampling.BILINEAR}
+# Pillow's filter for each of config's interpolation names (the names are Pillow's own).
+_RESAMPLE = {name: Image.Resampling[name.upper()] for name in INTERPOLATION_CHOICES}
 
 
 def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
-    """Read one file into a uint8 array of shape (size, size, 3); raise ImageError if it cannot be."""
+    """Read one file into a uint8 array of shape preprocessing.array_shape; raise ImageError if it cannot be.
+
+    That is (size, size, 3) for one view, or (views, size, size, 3) with test-time augmentation.
+    """
     try:
         with Image.open(path) as img:
             width, height = img.size
@@ -55,7 +59,7 @@ def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
         # Pillow reports truncated and corrupt data as OSError (and, for a few formats,
         # SyntaxError or ValueError); its text names the problem well enough.
         raise ImageError(path, f"cannot decode image: {exc}") from None
-    return np.asarray(resize(rgb, preprocessing), dtype=np.uint8)
+    return cut_views(rgb, preprocessing)
 
 
 def _draft(img, min_short_side):
@@ -94,24 +98,53 @@ def _high_depth_to_rgb(img):
     return Image.fromarray(grey).convert("RGB")
 
 
-def resize(img, preprocessing):
-    """Resize (and for center-crop, crop) an RGB image to size x size."""
+def resized_size(width, height, preprocessing):
+    """(width, height) of the image after the resize, before any crop."""
     size = preprocessing.size
-    resample = _RESAMPLE[preprocessing.interpolation]
     if preprocessing.name == "squash":
-        return img if img.size == (size, size) else img.resize((size, size), resample)
-    width, height = img.size
+        return size, size
     short = preprocessing.resize_short
     # torchvision's Resize(int): the short side becomes `short`, the long side is truncated.
     if width <= height:
-        new_size = (short, int(short * height / width))
-    else:
-        new_size = (int(short * width / height), short)
-    if new_size != img.size:
-        img = img.resize(new_size, resample)
-    left = int(round((new_size[0] - size) / 2.0))
-    top = int(round((new_size[1] - size) / 2.0))
-    return img.crop((left, top, left + size, top + size))
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def crop_boxes(width, height, preprocessing):
+    """The (left, top, right, bottom) boxes cut from the resized image (width x height), one per distinct crop.
+
+    The centre crop alone, or for ten-crop torchvision's FiveCrop order: top-left, top-right,
+    bottom-left, bottom-right, centre. Mirror images are made from these afterwards.
+    """
+    size = preprocessing.size
+    left = int(round((width - size) / 2.0))
+    top = int(round((height - size) / 2.0))
+    centre = (left, top, left + size, top + size)
+    if preprocessing.tta != "ten-crop":
+        return [centre]
+    right, bottom = width - size, height - size
+    return [(0, 0, size, size), (right, 0, width, size), (0, bottom, size, height), (right, bottom, width, height),
+            centre]
+
+
+def resize(img, preprocessing):
+    """Resize an RGB image for preprocessing: short side to resize_short (center-crop) or size x size (squash)."""
+    new_size = resized_size(*img.size, preprocessing)
+    return img if new_size == img.size else img.resize(new_size, _RESAMPLE[preprocessing.interpolation])
+
+
+def cut_views(img, preprocessing):
+    """An RGB image as the network's uint8 input: its crop(s) and their mirror images, shaped array_shape."""
+    pixels = np.asarray(resize(img, preprocessing), dtype=np.uint8)
+    height, width = pixels.shape[:2]
+    crops = [pixels[top:bottom, left:right] for left, top, right, bottom in crop_boxes(width, height, preprocessing)]
+    if preprocessing.tta == "none":
+        return np.ascontiguousarray(crops[0])
+    views = np.empty(preprocessing.array_shape, dtype=np.uint8)
+    views[:len(crops)] = crops
+    # The mirror image of each crop, in the same order: left and right swapped.
+    views[len(crops):] = views[:len(crops), :, ::-1]
+    return views
 
 
 def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80):

@@ -165,3 +165,79 @@ def test_missing_file(tmp_path):
     with pytest.raises(ImageError) as caught:
         load_image(tmp_path / "absent.jpg", CENTER)
     assert str(caught.value) == f"{tmp_path / 'absent.jpg'}: no such file or directory"
+
+
+# Views for test-time augmentation, cut here with Pillow from numbers worked out by hand.
+# A 300x220 image: the short side 220 -> 256 makes the long side int(256 * 300 / 220) = 349.
+LANDSCAPE = (300, 220)
+RESIZED = (349, 256)
+# Corner crops of 224 in a 349x256 image start at x = 349 - 224 = 125 and y = 256 - 224 = 32; the
+# centre crop at x = round(125 / 2) = 62 (Python rounds half to even, as torchvision does) and y = 16.
+TEN_CROP_BOXES = [(0, 0, 224, 224), (125, 0, 349, 224), (0, 32, 224, 256), (125, 32, 349, 256), (62, 16, 286, 240)]
+MIRROR = Image.Transpose.FLIP_LEFT_RIGHT
+
+
+def pillow_crops(path, boxes, size=RESIZED, resample=Image.Resampling.BICUBIC):
+    resized = Image.open(path).convert("RGB").resize(size, resample)
+    return [resized.crop(box) for box in boxes]
+
+
+def test_ten_crop_is_four_corners_and_centre_then_the_mirror_image_of_each(tmp_path):
+    path = save_image(tmp_path / "land.png", size=LANDSCAPE)
+    preprocessing = resolve_preprocessing("center-crop", tta="ten-crop")
+    crops = pillow_crops(path, TEN_CROP_BOXES)
+    expected = np.stack([np.asarray(c) for c in crops] + [np.asarray(c.transpose(MIRROR)) for c in crops])
+    views = load_image(path, preprocessing)
+    assert views.shape == preprocessing.array_shape == (10, 224, 224, 3)
+    assert views.dtype == np.uint8
+    np.testing.assert_array_equal(views, expected)
+    # The fifth view is the single centre crop that --tta none gives.
+    np.testing.assert_array_equal(views[4], load_image(path, CENTER))
+
+
+def test_ten_crop_of_a_portrait_image(tmp_path):
+    # 200x330: 200 -> 256, 330 -> int(256 * 330 / 200) = 422; corners at y = 422 - 224 = 198, x = 32;
+    # centre at x = 16, y = round(198 / 2) = 99.
+    path = save_image(tmp_path / "portrait.png", size=(200, 330))
+    boxes = [(0, 0, 224, 224), (32, 0, 256, 224), (0, 198, 224, 422), (32, 198, 256, 422), (16, 99, 240, 323)]
+    crops = pillow_crops(path, boxes, size=(256, 422))
+    expected = np.stack([np.asarray(c) for c in crops] + [np.asarray(c.transpose(MIRROR)) for c in crops])
+    np.testing.assert_array_equal(load_image(path, resolve_preprocessing(tta="ten-crop")), expected)
+
+
+def test_flip_is_the_centre_crop_and_its_mirror_image(tmp_path):
+    path = save_image(tmp_path / "land.jpg", size=LANDSCAPE, quality=90)
+    [centre] = pillow_crops(path, TEN_CROP_BOXES[4:])
+    views = load_image(path, resolve_preprocessing(tta="flip"))
+    assert views.shape == (2, 224, 224, 3)
+    np.testing.assert_array_equal(views[0], np.asarray(centre))
+    np.testing.assert_array_equal(views[1], np.asarray(centre)[:, ::-1])
+
+
+def test_squash_with_flip_is_the_whole_image_and_its_mirror_image(tmp_path):
+    path = save_image(tmp_path / "land.png", size=LANDSCAPE)
+    squashed = Image.open(path).convert("RGB").resize((224, 224), Image.Resampling.NEAREST)
+    views = load_image(path, resolve_preprocessing("squash", tta="flip"))
+    np.testing.assert_array_equal(views, np.stack([np.asarray(squashed), np.asarray(squashed.transpose(MIRROR))]))
+
+
+@pytest.mark.parametrize("name", ["nearest", "bilinear", "bicubic", "lanczos", "box"])
+def test_each_interpolation_is_pillows_filter(tmp_path, name):
+    path = save_image(tmp_path / "land.png", size=LANDSCAPE)
+    # Crop fraction 1: the short side goes to 224 itself, the long side to int(224 * 300 / 220) = 305;
+    # the centre crop starts at x = round(81 / 2) = 40 (half to even), y = 0.
+    filters = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+               "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
+    [expected] = pillow_crops(path, [(40, 0, 264, 224)], size=(305, 224), resample=filters[name])
+    preprocessing = resolve_preprocessing(crop_fraction=1.0, interpolation=name)
+    np.testing.assert_array_equal(load_image(path, preprocessing), np.asarray(expected))
+
+
+def test_a_larger_network_input_crops_more(tmp_path):
+    # --size 288: short side int(288 / 0.875) = 329; 300x220 -> (int(329 * 300 / 220), 329) = (448, 329);
+    # centre at x = round(160 / 2) = 80, y = round(41 / 2) = 20 (half to even).
+    path = save_image(tmp_path / "land.png", size=LANDSCAPE)
+    [expected] = pillow_crops(path, [(80, 20, 368, 308)], size=(448, 329))
+    preprocessing = resolve_preprocessing(size=288)
+    assert preprocessing.resize_short == 329
+    np.testing.assert_array_equal(load_image(path, preprocessing), np.asarray(expected))
