@@ -31,29 +31,37 @@ def count_images(items):
     return sum(1 for item in items if not isinstance(item, InputError))
 
 
+def images_per_batch(batch_size, views):
+    """How many images make one network call of about batch_size rows, all views of an image in one call."""
+    return max(1, batch_size // views)
+
+
 def score(items, classifier, preprocessing, *, batch_size=32, workers=None, decoding="auto",
           max_pixels=DEFAULT_MAX_PIXELS):
     """Yield a Scored for every item (a path, or an InputError found earlier), in input order.
 
     decoding is "auto", "threads" or "processes" (see decoding.plan_decoding, which also gives
-    the default workers), or an open decoder to use (its own plan then stands).
+    the default workers), or an open decoder to use (its own plan then stands). batch_size
+    counts network inputs: with test-time augmentation each image brings preprocessing.views of
+    them, and a batch holds batch_size // views whole images (at least one), whose views go
+    through the network together and are averaged back to one row per image.
     """
     items = list(items)
     good = count_images(items)
     # A run smaller than one batch uses a batch of its own size: no padding to compute.
-    batch_size = max(1, min(batch_size, good))
+    per_batch = max(1, min(images_per_batch(batch_size, preprocessing.views), good))
     with decoder_for(decoding, workers, images=good, device=getattr(classifier, "device", "auto")) as decoder:
         # Two batches ahead, as many as the network thread and the batch being filled can use.
-        decoded_items = decoder.map(items, preprocessing, max_pixels, ahead=2 * batch_size + decoder.plan.workers)
+        decoded_items = decoder.map(items, preprocessing, max_pixels, ahead=2 * per_batch + decoder.plan.workers)
         with contextlib.closing(decoded_items):
-            yield from _score(decoded_items, classifier, preprocessing, batch_size)
+            yield from _score(decoded_items, classifier, preprocessing, per_batch)
 
 
-def _score(decoded_items, classifier, preprocessing, batch_size):
+def _score(decoded_items, classifier, preprocessing, per_batch):
     # The network runs on a thread of its own: while it works on one batch, this thread
     # assembles the next and hands out the results of the last, so the network never waits
     # for the plumbing (about 4% of the wall time when it did).
-    buffers = [np.empty((batch_size,) + tuple(preprocessing.array_shape), np.uint8) for _ in range(BATCH_BUFFERS)]
+    buffers = [np.empty((per_batch,) + tuple(preprocessing.array_shape), np.uint8) for _ in range(BATCH_BUFFERS)]
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resclassify-network") as network:
         running = None
         waiting = []
@@ -66,35 +74,37 @@ def _score(decoded_items, classifier, preprocessing, batch_size):
                 # Copied out at once: a worker's slot is only lent until the next image is taken.
                 batch[ready] = decoded.pixels
                 ready += 1
-            if ready == batch_size:
-                submitted = _submit_batch(network, waiting, batch[:ready], classifier, preprocessing, batch_size)
+            if ready == per_batch:
+                submitted = _submit_batch(network, waiting, batch[:ready], classifier, preprocessing, per_batch)
                 if running is not None:
                     yield from running.result()
                 running = submitted
                 batches += 1
                 batch = buffers[batches % BATCH_BUFFERS]
                 waiting, ready = [], 0
-        submitted = _submit_batch(network, waiting, batch[:ready], classifier, preprocessing, batch_size)
+        submitted = _submit_batch(network, waiting, batch[:ready], classifier, preprocessing, per_batch)
         if running is not None:
             yield from running.result()
         yield from submitted.result()
 
 
-def _submit_batch(network, waiting, batch, classifier, preprocessing, batch_size):
+def _submit_batch(network, waiting, batch, classifier, preprocessing, per_batch):
     """Run a uint8 batch on the network thread; the future gives the Scored list back with probabilities set.
 
     The batch stays uint8 (a quarter of float32's bytes to move): the network normalizes it on
-    the device, in the mode the preprocessing names.
+    the device, in the mode the preprocessing names. Several views of an image are rows of their
+    own in the batch (images x views rows); their probabilities are averaged back to one row per image.
     """
     loaded = [s for s in waiting if s.error is None]
+    rows = as_rows(batch, preprocessing)
     if loaded and hasattr(classifier, "stage"):
         # Start its copy to the device now (JAX copies asynchronously), while the network still
         # works on the batch before. The buffer is not filled again until this batch's results are back.
-        batch = classifier.stage(batch, pad_to=batch_size)
+        rows = classifier.stage(rows, pad_to=per_batch * preprocessing.views)
 
     def run():
         if loaded:
-            probabilities = probabilities_of(classifier, preprocessing, batch, pad_to=batch_size)
+            probabilities = probabilities_of(classifier, preprocessing, rows, pad_to=per_batch)
             for s, p in zip(loaded, probabilities):
                 s.probabilities = p
         return waiting
@@ -102,13 +112,31 @@ def _submit_batch(network, waiting, batch, classifier, preprocessing, batch_size
     return network.submit(run)
 
 
+def as_rows(batch, preprocessing):
+    """A batch of decoded images as network inputs: with test-time views, (images, views, S, S, 3) becomes
+    (images x views, S, S, 3), each image's views side by side."""
+    if preprocessing.views > 1 and batch.ndim == 5:
+        return batch.reshape((-1,) + batch.shape[2:])
+    return batch
+
+
 def probabilities_of(classifier, preprocessing, batch, pad_to=None):
     """Class probabilities (float32, a row per image) for a uint8 batch of decoded images (images.load_image's
     arrays), normalized on the device as the preprocessing says.
 
-    The network's one step, shared by this pipeline and the Ray engine's actors, so both compute alike.
+    With test-time views the batch is each image's views side by side (as_rows; a staged batch
+    already is), and an image's row is the mean of its views' probabilities, the ResNet paper's
+    protocol. pad_to counts images. The network's one step, shared by this pipeline and the Ray
+    engine's actors, so both compute alike.
     """
-    return classifier.predict(batch, pad_to=pad_to, normalization=preprocessing.mode)
+    views = preprocessing.views
+    if isinstance(batch, np.ndarray):
+        batch = as_rows(batch, preprocessing)
+    probabilities = classifier.predict(batch, pad_to=None if pad_to is None else pad_to * views,
+                                       normalization=preprocessing.mode)
+    if views > 1:
+        probabilities = probabilities.reshape(-1, views, probabilities.shape[-1]).mean(axis=1, dtype=np.float32)
+    return probabilities
 
 
 def prediction_record(scored, classes, k, model_name=None, backend=None, run=None):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError, ResclassifyError
 from ..images import DEFAULT_MAX_PIXELS, load_image
-from ..pipeline import Scored, probabilities_of
+from ..pipeline import Scored, images_per_batch, probabilities_of
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'resclassify[ray]'"
 # What a worker on another machine needs from this process's environment to load the same model.
@@ -85,7 +85,9 @@ class Classify:
 
         self.classifier = load_model(**{**(recipe or {}), **load_model_arguments})
         self.preprocessing = preprocessing or self.classifier.preprocessing()
-        self.batch_size = batch_size
+        # batch_size counts network inputs, as in the local pipeline: with test-time views, the
+        # images whose views fill one call (at least one), never split across calls.
+        self.batch_size = images_per_batch(batch_size, self.preprocessing.views)
         self.top_k = top_k
 
     def __call__(self, batch):
