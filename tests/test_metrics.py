@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from resclassify.metrics import AccuracyTally, hit_at_k, top_k, wilson_interval
+from resclassify.metrics import AccuracyTally, ClassScore, averaged_scores, class_scores, hit_at_k, top_k, \
+    wilson_interval, worst_by_f1
 
 
 def test_top_k_is_largest_first_with_ties_to_the_lower_index():
@@ -66,3 +67,55 @@ def test_tally_with_top_k_beyond_5():
     tally = AccuracyTally(ks=(1, 5, 10))
     assert tally.add(9, list(range(10))) == {1: False, 5: False, 10: True}
     assert tally.correct == {1: 0, 5: 0, 10: 1}
+
+
+# Top-1 predictions of eight images, counted by hand (true class -> predicted class: images):
+#   class 0: 3 images, predicted 0, 0, 1      class 1: 2 images, predicted 1, 1
+#   class 3: 1 image, predicted 5             class 4: 1 image, predicted 2
+#   class 2: 1 image, predicted 0
+# Class 3 and 4 are never predicted; class 5 is predicted but has no image.
+PAIRS = {(0, 0): 2, (0, 1): 1, (1, 1): 2, (3, 5): 1, (4, 2): 1, (2, 0): 1}
+
+
+def test_per_class_precision_recall_f1_counted_by_hand():
+    assert class_scores(PAIRS) == [
+        # class 0: predicted 3 times (twice for itself, once for class 2), 2 right, of 3 images.
+        ClassScore(0, images=3, predicted=3, true_positives=2, precision=2 / 3, recall=2 / 3, f1=2 / 3),
+        # class 1: predicted 3 times (twice right, once for a class-0 image), both its images found.
+        ClassScore(1, images=2, predicted=3, true_positives=2, precision=2 / 3, recall=1.0, f1=4 / 5),
+        ClassScore(2, images=1, predicted=1, true_positives=0, precision=0.0, recall=0.0, f1=0.0),
+        # Never predicted: precision is 0/0, so None; recall 0; F1 0.
+        ClassScore(3, images=1, predicted=0, true_positives=0, precision=None, recall=0.0, f1=0.0),
+        ClassScore(4, images=1, predicted=0, true_positives=0, precision=None, recall=0.0, f1=0.0),
+        # No image: recall is 0/0, so None; it was predicted once, wrongly.
+        ClassScore(5, images=0, predicted=1, true_positives=0, precision=0.0, recall=None, f1=0.0),
+    ]
+
+
+def test_macro_and_image_weighted_averages_over_the_classes_with_images():
+    averages = averaged_scores(class_scores(PAIRS))
+    assert averages["classes"] == 5  # classes 0..4; class 5 has no image
+    # Macro: each class alike, a never-predicted class counting precision 0.
+    assert averages["macro"] == pytest.approx({"precision": (2 / 3 + 2 / 3) / 5, "recall": (2 / 3 + 1) / 5,
+                                               "f1": (2 / 3 + 4 / 5) / 5}, rel=1e-12)
+    # Weighted by images (3, 2, 1, 1, 1 of 8): weighted recall is top-1 accuracy, 4 of 8.
+    assert averages["weighted"] == pytest.approx({"precision": (3 * 2 / 3 + 2 * 2 / 3) / 8, "recall": 4 / 8,
+                                                  "f1": (3 * 2 / 3 + 2 * 4 / 5) / 8}, rel=1e-12)
+
+
+def test_worst_classes_by_f1_have_images_and_break_ties_by_images_then_index():
+    scores = class_scores({**PAIRS, (4, 2): 2})
+    assert [s.index for s in worst_by_f1(scores, 4)] == [4, 2, 3, 0]
+
+
+def test_nothing_counted_has_no_scores():
+    assert class_scores({}) == []
+    assert averaged_scores([]) is None
+
+
+def test_tally_keeps_the_whole_top1_confusion_matrix():
+    tally = AccuracyTally()
+    for true, predicted in [(0, 0), (2, 0), (0, 1), (0, 0), (1, 1), (4, 2), (3, 5), (1, 1)]:
+        tally.add(true, [predicted, 9, 8, 7, 6])
+    assert tally.top1_pairs == PAIRS
+    assert tally.confusion_matrix() == [(0, 0, 2), (0, 1, 1), (1, 1, 2), (2, 0, 1), (3, 5, 1), (4, 2, 1)]
