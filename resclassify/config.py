@@ -131,6 +131,14 @@ class Preprocessing:
             text += ", tta ten-crop (and the mirror image of each: 10 views, probabilities averaged)"
         return f"{text}, {self.mode} normalization"
 
+    # What as_dict() adds to the fields: worked out from them, so never read back.
+    DERIVED = ("resize_short", "views", "description")
+
+    @classmethod
+    def from_dict(cls, fields):
+        """The Preprocessing an as_dict() describes (a record's, a report's); TypeError for unknown fields."""
+        return cls(**{key: value for key, value in fields.items() if key not in cls.DERIVED})
+
     def as_dict(self):
         fields = asdict(self)
         if self.name == "center-crop":

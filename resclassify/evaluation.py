@@ -10,7 +10,8 @@ from .datasets import FIRST_FEW
 from .decoding import plan_for
 from .errors import RecordFileError
 from .images import DEFAULT_MAX_PIXELS
-from .metrics import AccuracyTally, hit_at_k, top_k as ranked_top_k, wilson_interval
+from .metrics import AccuracyTally, averaged_scores, class_scores, hit_at_k, top_k as ranked_top_k, \
+    wilson_interval, worst_by_f1
 from .pipeline import prediction_record
 from .records import check_earlier_records as records_check, describe_differences, differences, identity_of, \
     identity_of_run, read_record_file, run_identity
@@ -18,6 +19,7 @@ from .records import check_earlier_records as records_check, describe_difference
 CONFIDENCE_INTERVAL = "Wilson score interval, 95%"
 WORST_CLASSES = 10
 TOP_CONFUSIONS = 10
+PRECISION_RECALL_BASIS = "top-1 class against each image's own class (its folder or labels-file class)"
 
 
 def reported_ks(k):
@@ -48,7 +50,7 @@ class RecordTally:
 
 def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batch_size=32, preprocessing=None,
                    workers=None, decoding="auto", network_threads=None, max_pixels=DEFAULT_MAX_PIXELS,
-                   on_record=None, previous=(), engine=None):
+                   on_record=None, previous=(), engine=None, on_probabilities=None, on_confusion_matrix=None):
     """Evaluate model on a GroundTruth (datasets.find_ground_truth) and return the report as a dict.
 
     preprocessing defaults to the model's own (model.preprocessing(): its input size and
@@ -60,6 +62,10 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
     they are counted, not run again, after checking that they come from this model and run.
     engine runs the network (resclassify.engines; default this machine). workers and decoding
     are pipeline.score's; network_threads, if given, is reported beside them.
+    on_probabilities(path, probabilities) sees the full probability vector of each image this
+    run scores, in the same order as on_record (None for an image that could not be read).
+    on_confusion_matrix(rows) gets the top-1 confusion matrix at the end: (true index,
+    predicted index, images) for every pair that occurred, earlier records included.
     """
     if preprocessing is None:
         preprocessing = model.preprocessing()
@@ -87,9 +93,13 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
         for image, scored in zip(todo, scored_images):
             record = evaluation_record(image, scored, classes, ks, top_k, model, run)
             tally.add(record)
+            if on_probabilities is not None:
+                on_probabilities(image.path, scored.probabilities if scored.error is None else None)
             if on_record is not None:
                 on_record(record)
     seconds = time.perf_counter() - started
+    if on_confusion_matrix is not None:
+        on_confusion_matrix(tally.accuracy.confusion_matrix())
     skipped_reasons = {}
     for skipped in ground_truth.skipped:
         skipped_reasons.setdefault(skipped.reason, []).append(skipped.path)
@@ -288,8 +298,8 @@ def _preprocessing_section(preprocessing):
     if isinstance(preprocessing, Preprocessing):
         return {**preprocessing.as_dict(), "description": preprocessing.describe()}
     try:
-        description = Preprocessing(**preprocessing).describe()
-    except TypeError:  # written by a version with other preprocessing fields
+        description = Preprocessing.from_dict(preprocessing).describe()
+    except (TypeError, ValueError):  # written by a version with other preprocessing fields or values
         description = ", ".join(f"{key} {value}" for key, value in preprocessing.items())
     return {**preprocessing, "description": description}
 
@@ -298,13 +308,19 @@ def _report(tally, *, folder, ground_truth, model, preprocessing, images, skippe
             shard, resumed, prediction_files=None, decoding=None):
     ks = tally.ks
     accuracy = tally.accuracy
+    scores = class_scores(accuracy.top1_pairs)
+    score_of = {score.index: score for score in scores}
 
     def class_row(index, count, correct):
         row = {**tally.class_records[index], "images": count}
         for k in ks:
             row[f"top{k}_correct"] = correct[k]
         row["top1_accuracy_percent"] = _percent(correct[1] / count)
+        row.update(_score_fields(score_of[index]))
         return row
+
+    def score_row(score):
+        return {**tally.class_records[score.index], "images": score.images, **_score_fields(score)}
 
     return {
         "folder": folder,
@@ -331,8 +347,37 @@ def _report(tally, *, folder, ground_truth, model, preprocessing, images, skippe
         "confidence_interval": CONFIDENCE_INTERVAL,
         "throughput": throughput,
         "per_class": [class_row(*row) for row in accuracy.per_class()],
+        "precision_recall": _precision_recall(scores, score_row),
         "worst_classes": [class_row(*row) for row in accuracy.worst_classes(WORST_CLASSES)],
         "confusions": [{"true": tally.class_records[true], "predicted": tally.class_records[predicted],
                         "count": count}
                        for (true, predicted), count in accuracy.most_frequent_confusions(TOP_CONFUSIONS)],
+    }
+
+
+def _optional_percent(fraction):
+    return None if fraction is None else _percent(fraction)
+
+
+def _score_fields(score):
+    """A class's top-1 precision, recall and F1 in % (None where 0/0), and how often it was predicted."""
+    return {"predicted": score.predicted, "precision_percent": _optional_percent(score.precision),
+            "recall_percent": _optional_percent(score.recall), "f1_percent": _percent(score.f1)}
+
+
+def _precision_recall(scores, score_row):
+    averages = averaged_scores(scores)
+    without_image = [s for s in scores if s.images == 0]
+
+    def figures(averaged):
+        return {f"{name}_percent": _percent(value) for name, value in averaged.items()}
+
+    return {
+        "basis": PRECISION_RECALL_BASIS,
+        "classes_averaged": 0 if averages is None else averages["classes"],
+        "averaged_over": "classes with at least one evaluated image; a class never predicted counts precision 0",
+        "macro": None if averages is None else figures(averages["macro"]),
+        "image_weighted": None if averages is None else figures(averages["weighted"]),
+        "worst_by_f1": [score_row(score) for score in worst_by_f1(scores, WORST_CLASSES)],
+        "predicted_without_image": [score_row(score) for score in without_image],
     }

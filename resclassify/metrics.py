@@ -68,7 +68,7 @@ class AccuracyTally:
             if hit:
                 self.correct[k] += 1
                 self.class_correct[k][true_index] += 1
-        self.top1_pairs[(true_index, int(ranked[0]))] += 1
+        self.top1_pairs[(true_index, predicted)] += 1
         if not hits[self.ks[0]]:
             self.confusions[(true_index, predicted)] += 1
 

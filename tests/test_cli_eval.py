@@ -1,3 +1,4 @@
+import collections
 import csv
 import io
 import json
@@ -20,6 +21,12 @@ def six(tmp_path, predicted_images):
     ranks = [ranked for _, ranked in predicted_images[:6]]
     folder, _ = class_folders("wnid")(tmp_path / "data", paths, labels)
     return folder, labels, ranks
+
+
+def hand_counted(labels, top1):
+    """{class: (images, times predicted, right)} for every true or predicted class."""
+    return {c: (labels.count(c), top1.count(c), sum(1 for label, best in zip(labels, top1) if label == best == c))
+            for c in set(labels) | set(top1)}
 
 
 def eval_args(weights_file, *args):
@@ -88,7 +95,34 @@ def test_json_report(cli_run, weights_file, six, json_option):
     assert report["accuracy"]["top5"]["correct"] == correct[5] == 3
     assert [(r["index"], r["images"], r["top1_correct"], r["top5_correct"]) for r in report["per_class"]] == per_class
     assert report["per_class"][0].keys() == {"index", "wnid", "label", "images", "top1_correct", "top5_correct",
-                                             "top1_accuracy_percent"}
+                                             "top1_accuracy_percent", "predicted", "precision_percent",
+                                             "recall_percent", "f1_percent"}
+    # Precision, recall and F1 of the top-1 class, counted here from the rankings and the labels.
+    counts = hand_counted(labels, [ranked[0] for ranked in ranks])
+    for row in report["per_class"]:
+        images, predicted, hits = counts[row["index"]]
+        assert (row["images"], row["predicted"]) == (images, predicted)
+        assert row["precision_percent"] == (None if predicted == 0 else round(100 * hits / predicted, 4))
+        assert row["recall_percent"] == round(100 * hits / images, 4)
+        assert row["f1_percent"] == round(100 * 2 * hits / (images + predicted), 4)
+    with_images = [c for c in counts if counts[c][0]]
+    precision = [counts[c][2] / counts[c][1] if counts[c][1] else 0.0 for c in with_images]
+    recall = [counts[c][2] / counts[c][0] for c in with_images]
+    f1 = [2 * counts[c][2] / (counts[c][0] + counts[c][1]) for c in with_images]
+    weights = [counts[c][0] / 6 for c in with_images]
+    scores = report["precision_recall"]
+    assert scores["classes_averaged"] == len(with_images) == 4
+    assert scores["macro"] == pytest.approx({"precision_percent": 100 * sum(precision) / 4,
+                                             "recall_percent": 100 * sum(recall) / 4,
+                                             "f1_percent": 100 * sum(f1) / 4}, abs=1e-4)
+    assert scores["image_weighted"] == pytest.approx({
+        "precision_percent": 100 * sum(w * p for w, p in zip(weights, precision)),
+        "recall_percent": 100 * 2 / 6,  # image-weighted recall is top-1 accuracy
+        "f1_percent": 100 * sum(w * f for w, f in zip(weights, f1))}, abs=1e-4)
+    assert [(r["index"], r["images"], r["predicted"]) for r in scores["predicted_without_image"]] == [
+        (c, 0, counts[c][1]) for c in sorted(counts) if counts[c][0] == 0]
+    assert {r["index"] for r in scores["worst_by_f1"]} == set(with_images)
+    assert [r["f1_percent"] for r in scores["worst_by_f1"]] == sorted(r["f1_percent"] for r in scores["worst_by_f1"])
     assert [((c["true"]["index"], c["predicted"]["index"]), c["count"]) for c in report["confusions"]] == confusions
     assert report["preprocessing"]["description"] == (
         "center-crop (short side 256, centre 224x224, bicubic), caffe normalization")
@@ -162,6 +196,35 @@ def test_predictions_out_csv_and_misclassified_out(cli_run, weights_file, six, t
                              for n in range(6) if labels[n] != ranks[n][0])
     assert [(m["path"], int(m["true_index"]), int(m["predicted_index"])) for m in misses] == expected_misses
     assert misses[0]["predicted_label"] == CLASSES.labels[expected_misses[0][2]]
+
+
+def test_summary_shows_precision_recall_and_the_worst_classes_by_f1(cli_run, weights_file, six, tmp_path):
+    folder, labels, ranks = six
+    confusion = tmp_path / "confusion.csv"
+    result = cli_run(*eval_args(weights_file, folder, "--confusion-out", confusion))
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(cli_run(*eval_args(weights_file, folder, "--json")).stdout)["precision_recall"]
+    lines = result.stdout.splitlines()
+    start = lines.index("Precision, recall and F1 of the top-1 class, averaged over the 4 classes with images")
+    rows = [line for line in lines[start:start + 8] if line.startswith("│ ")]
+    figures = [f"{report[key][f'{name}_percent']:.2f}%" for key in ("macro", "image_weighted")
+               for name in ("precision", "recall", "f1")]
+    assert [[cell.strip() for cell in row.split("│")[1:5]] for row in rows] == [
+        ["macro", *figures[:3]], ["image-weighted", *figures[3:]]]
+    start = lines.index("Worst classes by F1 (top-1)")
+    worst = [[cell.strip() for cell in line.split("│")[1:8]] for line in lines[start:] if line.startswith("│ ")][:4]
+    counts = hand_counted(labels, [ranked[0] for ranked in ranks])
+    assert [int(row[0].split()[0]) for row in worst] == [r["index"] for r in report["worst_by_f1"]]
+    for row, figures in zip(worst, report["worst_by_f1"]):
+        images, predicted, _ = counts[int(row[0].split()[0])]
+        assert (row[2], row[3]) == (str(images), str(predicted))
+        assert row[4:] == [("n/a" if figures[f"{name}_percent"] is None else f"{figures[f'{name}_percent']:.2f}%")
+                           for name in ("precision", "recall", "f1")]
+        assert (row[4] == "n/a") == (predicted == 0)
+    # The confusion matrix: one true,predicted,count row (class indices) per pair that occurred.
+    top1 = collections.Counter((labels[n], ranks[n][0]) for n in range(6))
+    assert confusion.read_text() == "true,predicted,count\n" + "".join(
+        f"{true},{predicted},{count}\n" for (true, predicted), count in sorted(top1.items()))
 
 
 def test_existing_output_is_kept_without_force_and_checked_before_the_model_loads(
@@ -286,6 +349,10 @@ def test_flat_folder_without_labels(cli_run, weights_file, tmp_path, predicted_i
     (["--predictions-out", "out.txt"], "out.txt: the file name must end in .jsonl or .csv"),
     (["--predictions-out", "same.csv", "--misclassified-out", "same.csv"],
      "--predictions-out and --misclassified-out name the same file"),
+    (["--confusion-out", "same.csv", "--misclassified-out", "same.csv"],
+     "--misclassified-out and --confusion-out name the same file"),
+    (["--confusion-out", "matrix.txt"], "matrix.txt: the file name must end in .csv"),
+    (["--probabilities-out", "p.txt"], "p.txt: the file name must end in .npy"),
     (["--fail-under", "101"], "101.0 is not in the range 0<=x<=100"),
     (["--limit", "0"], "0 is not in the range x>=1"),
     (["--workers", "0"], "0 is not in the range x>=1"),
