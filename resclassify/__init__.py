@@ -4,7 +4,7 @@ import contextlib
 
 from .config import Preprocessing, resolve_preprocessing
 from .errors import (BackendError, ChoiceError, DatasetError, DecodingError, DeviceError, ImageError, InputError,
-                     ModelError, RecordFileError, ResclassifyError, WeightsError)
+                     ModelError, PreprocessingError, RecordFileError, ResclassifyError, WeightsError)
 from .datasets import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
@@ -14,12 +14,13 @@ __all__ = [
     "about", "classify", "evaluate", "report_from_prediction_files", "find_ground_truth", "load_model",
     "Preprocessing", "resolve_preprocessing", "ResclassifyError", "InputError", "ImageError", "DatasetError",
     "WeightsError", "ModelError", "DeviceError", "BackendError", "ChoiceError", "RecordFileError", "DecodingError",
+    "PreprocessingError",
     "__version__",
 ]
 
 
 def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None, device="auto", precision="float32",
-               threads=None, backend=None, offline=False, verbose=False, progress=None, notice=None):
+               threads=None, backend=None, offline=False, verbose=False, progress=None, notice=None, size=None):
     """The network, ready to classify.
 
     Either one of Keras's ImageNet ResNets (arch) with its weights: "imagenet" (Keras's cache,
@@ -32,7 +33,10 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     progress, if given, is called as progress(file_name, bytes_done, bytes_total) while weights
     download (resclassify itself draws nothing). notice, if given, receives one-line messages
     worth showing (a damaged cached file being fetched again, a batch halved when the device runs
-    out of memory). An unknown arch, precision, device or backend raises ChoiceError.
+    out of memory). An unknown arch, precision, device or backend raises ChoiceError. size is
+    the network's input size: the built-in ResNets are built for it (default 224) with the same
+    weights; a model file keeps its own, and refuses another unless it takes any size
+    (PreprocessingError).
 
     The network keeps these arguments as .recipe, so that another process (a Ray actor) can
     load the same one.
@@ -41,7 +45,7 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     from . import backends
     from .archs import ARCH_CHOICES
     from .config import PRECISION_CHOICES, check_choice
-    from .model import load_classifier, load_custom_classifier
+    from .model import check_arch_size, load_classifier, load_custom_classifier
     from .weights import resolve_weights
 
     check_choice("precision", precision, PRECISION_CHOICES)
@@ -49,12 +53,13 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     backend = backends.resolve(backend)
     if model is not None:
         classifier = load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
-                                            classes_path=classes, backend=backend, notice=notice)
+                                            classes_path=classes, backend=backend, notice=notice, size=size)
     else:
         check_choice("architecture", arch, ARCH_CHOICES)
+        check_arch_size(size)  # before any download
         path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
         classifier = load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
-                                     classes_path=classes, backend=backend, notice=notice)
+                                     classes_path=classes, backend=backend, notice=notice, size=size)
     classifier.recipe = {**recipe, "backend": backend}
     return classifier
 
@@ -98,11 +103,15 @@ def about(devices=False):
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None, decoding="auto",
-             max_pixels=DEFAULT_MAX_PIXELS, engine=None):
+             max_pixels=DEFAULT_MAX_PIXELS, engine=None, on_probabilities=None):
     """Yield one record per input, in order: {"path", "model", "predictions": [...], "run": {...}} or {"path", "error"}.
 
     preprocessing defaults to the model's own (its input size and normalization). run says what
     produced the record beside the model (backend, precision, weights, preprocessing, top_k).
+    The preprocessing's tta ("flip", "ten-crop") averages the probabilities of several views of
+    each image. on_probabilities(path, probabilities), if given, sees each input's full
+    probability vector (float32, one per class; None for an input that failed) just before its
+    record.
 
     paths may hold image files and InputError objects (see datasets.expand_inputs). engine runs
     the network: this machine by default, or resclassify.engines.ray.RayEngine for a Ray cluster.
@@ -127,19 +136,23 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     # closing: a consumer that stops early (or a Ctrl-C) stops the decode workers at once.
     with contextlib.closing(scored_images):
         for scored in scored_images:
+            if on_probabilities is not None:
+                on_probabilities(scored.path, scored.probabilities if scored.error is None else None)
             yield prediction_record(scored, model.classes, top_k, model_name=model.name, backend=model.backend,
                                     run=run)
 
 
 def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, shard=None, batch_size=32,
              preprocessing=None, workers=None, decoding="auto", max_pixels=DEFAULT_MAX_PIXELS, on_record=None,
-             engine=None):
+             engine=None, on_probabilities=None, on_confusion_matrix=None):
     """Top-1/top-5 (and top-k) accuracy of model over a folder of labelled images, as a dict.
 
     The ground truth is class folders under folder, or the labels file `labels` (CSV/TSV,
     Kaggle's LOC_val_solution.csv or the ILSVRC2012 devkit's ground truth); `real_labels` is a
     ReaL real.json. shard ("K/N" or datasets.Shard) evaluates that part of the sorted images.
-    on_record(record) sees each image's result as it is scored. workers and decoding are
+    on_record(record) sees each image's result as it is scored, on_probabilities(path,
+    probabilities) its full probability vector, and on_confusion_matrix(rows) the top-1
+    confusion matrix at the end ((true, predicted, images) rows). workers and decoding are
     classify's. Raises DatasetError when the ground truth cannot be worked out. preprocessing
     defaults to the model's own (its input size and normalization), as in classify.
     """
@@ -151,7 +164,8 @@ def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=Non
     ground_truth = find_ground_truth(folder, labels, real_labels, classes=model.classes)
     return run_evaluation(ground_truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=batch_size,
                           preprocessing=preprocessing, workers=workers, decoding=decoding,
-                          max_pixels=max_pixels, on_record=on_record, engine=engine)
+                          max_pixels=max_pixels, on_record=on_record, engine=engine,
+                          on_probabilities=on_probabilities, on_confusion_matrix=on_confusion_matrix)
 
 
 def report_from_prediction_files(paths):

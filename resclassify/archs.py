@@ -44,6 +44,9 @@ ARCHS = {
 }
 ARCH_CHOICES = tuple(ARCHS)
 DEFAULT_ARCH = "resnet50"
+# keras.applications builds its ResNets for any square input from 32x32 up (they are convolutional
+# up to their global pooling), with the same weights; 224 is what they were trained at.
+MIN_INPUT_SIZE = 32
 
 _BLOCK_NAME = re.compile(r"conv([2-5])_block(\d+)_")
 _KERAS3_LAYER = re.compile(r"layers/([a-z0-9]+(?:_[a-z]+)*)(?:_\d+)?$")

@@ -9,11 +9,12 @@ import sys
 import click
 
 from . import __version__
-from .config import (ARCH_CHOICES, BACKEND_CHOICES, DECODING_CHOICES, DEFAULT_ARCH, DEVICE_CHOICES,
-                     ENGINE_CHOICES, NORMALIZE_MODES, PRECISION_CHOICES, PREPROCESS_CHOICES)
-from .errors import ResclassifyError
+from .config import (ARCH_CHOICES, BACKEND_CHOICES, DECODING_CHOICES, DEFAULT_ARCH, DEFAULT_CROP_FRACTION,
+                     DEVICE_CHOICES, ENGINE_CHOICES, INTERPOLATION_CHOICES, NORMALIZE_MODES, PRECISION_CHOICES,
+                     PREPROCESS_CHOICES, TTA_CHOICES)
+from .errors import PreprocessingError, ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
-from .output import file_format, formats, json_format, json_help
+from .output import file_extensions, file_format, formats, json_format, json_help
 
 DEBUG_VARIABLE = "RESCLASSIFY_DEBUG"
 
@@ -44,12 +45,21 @@ def reports_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except PreprocessingError as exc:
+            if debug_requested():
+                raise
+            raise preprocessing_usage_error(exc) from None
         except ResclassifyError as exc:
             if debug_requested():
                 raise
             raise CommandError(str(exc)) from None
 
     return wrapper
+
+
+def preprocessing_usage_error(exc):
+    """Preprocessing options that cannot work are a usage error (exit 2) naming the option at fault."""
+    return click.BadParameter(str(exc), ctx=click.get_current_context(silent=True), param_hint=exc.option)
 
 
 def model_options(command):
@@ -73,7 +83,23 @@ def model_options(command):
                      show_default=True,
                      help="center-crop: short side 256, centre 224x224, bicubic (standard evaluation). "
                           "squash: straight to 224x224, nearest neighbour, as keras.utils.load_img does. "
-                          "(224 is the model's input size.)"),
+                          "(224 is the model's input size, 256 is 224 / the crop fraction.)"),
+        click.option("--size", type=int, default=None, metavar="S",
+                     help="Network input size in pixels [default: the model's own, 224 for the ResNets]. The "
+                          "ResNets are built for it with the same weights (256 or 288 often gains accuracy); "
+                          "a model file with a fixed input size refuses another."),
+        click.option("--crop-fraction", type=float, default=None, metavar="F",
+                     help=f"center-crop: the crop covers this fraction of the resized short side, which is "
+                          f"S / F [default: {DEFAULT_CROP_FRACTION}, short side 256 for 224; 1 crops the whole "
+                          f"short side]."),
+        click.option("--interpolation", type=click.Choice(INTERPOLATION_CHOICES), default=None,
+                     help="Resampling filter for the resize [default: bicubic for center-crop, nearest for "
+                          "squash]."),
+        click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
+                     help="Test-time augmentation, softmax probabilities averaged over the views. flip: the crop "
+                          "and its mirror image (2 views). ten-crop: the four corner crops and the centre crop "
+                          "of the resized image, and the mirror image of each (10 views, the ResNet paper's "
+                          "protocol)."),
         click.option("--preprocess-mode", type=click.Choice(NORMALIZE_MODES), default=None,
                      help="Pixel normalization [default: the model's own: caffe for resnet50/101/152, tf for "
                           "the v2 models; for --model, none if it starts with a Rescaling or Normalization "
@@ -81,7 +107,8 @@ def model_options(command):
         click.option("--exact-decode", is_flag=True,
                      help="Decode large JPEGs at full size instead of at a reduced DCT scale."),
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-                     help="Images per network call."),
+                     help="Network inputs per call; with --tta each image brings 2 or 10 of them (its views, "
+                          "never split across calls)."),
         click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
                      help="The Keras backend that runs the network [default: $KERAS_BACKEND, else tensorflow "
                           "when installed, else jax]."),
@@ -106,8 +133,21 @@ def model_options(command):
     return command
 
 
+def check_preprocessing_options(*, model_path, preprocess, preprocess_mode, exact_decode, size, crop_fraction,
+                                interpolation, tta, **_unused):
+    """Refuse preprocessing options that cannot work (exit 2) before anything else runs; open_model checks again."""
+    from .config import resolve_preprocessing
+    from .model import check_arch_size
+
+    resolve_preprocessing(preprocess, size=size, crop_fraction=crop_fraction, interpolation=interpolation, tta=tta,
+                          mode=preprocess_mode, exact_decode=exact_decode)
+    if model_path is None:
+        check_arch_size(size)
+
+
 def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, preprocess_mode, exact_decode,
-               backend, device, precision, threads, verbose, quiet, runs_here=True, **_unused):
+               size, crop_fraction, interpolation, tta, backend, device, precision, threads, verbose, quiet,
+               runs_here=True, **_unused):
     """The network and the preprocessing it needs, from model_options' values (pass them all: **options).
 
     runs_here=False: a copy for names and checks, while the network runs elsewhere (--engine ray).
@@ -116,10 +156,13 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
 
     if model_path is not None and (arch is not None or weights is not None):
         raise click.UsageError("--model is a whole model: it does not go with --arch or --weights")
+    check_preprocessing_options(model_path=model_path, preprocess=preprocess, preprocess_mode=preprocess_mode,
+                                exact_decode=exact_decode, size=size, crop_fraction=crop_fraction,
+                                interpolation=interpolation, tta=tta)
     with download_progress(quiet) as progress:
         classifier = load_model(weights or "imagenet", arch=arch or DEFAULT_ARCH, model=model_path,
                                 classes=classes_path, backend=backend, device=device, precision=precision,
-                                threads=threads, offline=offline, verbose=verbose, progress=progress,
+                                threads=threads, offline=offline, size=size, verbose=verbose, progress=progress,
                                 notice=None if quiet else report_warning)
     if precision == "float16" and classifier.device == "cpu" and runs_here and not quiet:
         report_warning("--precision float16 on a CPU is slow (CPUs emulate most float16 arithmetic); "
@@ -127,7 +170,8 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
     if model_path is not None and classes_path is None and len(classifier.classes) != 1000 and not quiet:
         report_warning(f"no --classes file: {classifier.name}'s {len(classifier.classes)} classes are "
                        "named by their output index")
-    preprocessing = classifier.preprocessing(preprocess, mode=preprocess_mode, exact_decode=exact_decode)
+    preprocessing = classifier.preprocessing(preprocess, crop_fraction=crop_fraction, interpolation=interpolation,
+                                             tta=tta, mode=preprocess_mode, exact_decode=exact_decode)
     return classifier, preprocessing
 
 
@@ -266,10 +310,57 @@ def cli():
     """Classify images with Keras's ImageNet ResNets, or your own Keras model, and measure top-1/top-5 error."""
 
 
+def suffixed_file_option(name, suffix, help_text):
+    """An output file option whose name must end in suffix (checked before anything runs)."""
+
+    def check_suffix(ctx, param, value):
+        if value is not None and not str(value).lower().endswith(suffix):
+            raise click.BadParameter(f"{value}: the file name must end in {suffix}")
+        return value
+
+    return click.option(name, type=click.Path(dir_okay=False), metavar=f"FILE{suffix}", callback=check_suffix,
+                        help=help_text)
+
+
+def probabilities_out_option(command):
+    return suffixed_file_option(
+        "--probabilities-out", ".npy",
+        "Write every input's full probabilities as an N x classes float32 array (row k: input k in output "
+        "order; NaN for an input that could not be read), filled in as the run goes, and FILE.npy.paths.txt "
+        "naming the rows.")(command)
+
+
+def probability_files(path):
+    from .output import paths_file
+
+    return [] if path is None else [path, paths_file(path)]
+
+
+@contextlib.contextmanager
+def opened_probabilities(path, rows, classes, force):
+    """--probabilities-out's writer (None without the option), closed however the run ends."""
+    from .output import open_probabilities_writer
+
+    if path is None:
+        yield None
+        return
+    try:
+        writer = open_probabilities_writer(path, rows, classes, force)
+    except FileExistsError as exc:
+        raise CommandError(f"{exc.filename}: already exists; pass --force to overwrite it") from None
+    except OSError as exc:
+        raise CommandError(f"{exc.filename or path}: cannot write: {exc.strerror or exc}") from None
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-k", "--top-k", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="How many classes to show per image.")
+@probabilities_out_option
 @format_options("predictions")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl|FILE.csv",
               callback=lambda ctx, param, value: check_record_file_name("predict-records", value),
@@ -278,12 +369,12 @@ def cli():
 @click.option("--resume", is_flag=True,
               help="Continue the --output file of an interrupted run: keep its records, drop a half-written "
                    "last line, classify only the inputs it lacks.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --output file.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --output or --probabilities-out file.")
 @scale_options
 @model_options
 @reports_errors
-def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_text, shards, engine, ray_address,
-            **options):
+def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resume, force, shard_text, shards,
+            engine, ray_address, **options):
     """Print the top classes for each image.
 
     INPUT is an image file, a folder (searched recursively for images), or - to read paths
@@ -296,6 +387,7 @@ def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_te
       resclassify predict --arch resnet152v2 photos/
       resclassify predict --model flowers.keras --classes flowers.txt photos/
       resclassify predict photos/ --shard 3/8 --output labels-3.jsonl --resume
+      resclassify predict --tta ten-crop --probabilities-out probs.npy photos/
     """
     from . import classify
     from .datasets import expand_inputs, input_path
@@ -303,6 +395,12 @@ def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_te
     from .pipeline import count_images
 
     check_resume_options(output, "--output", resume, force)
+    check_preprocessing_options(**options)
+    if probabilities_out is not None and resume:
+        raise click.UsageError("--probabilities-out does not go with --resume: the inputs the earlier run did are "
+                               "not run again, so their probabilities are not known")
+    for path in probability_files(probabilities_out):
+        check_can_write(path, force)
     shard = chosen_shard(shard_text, shards)
     if output is not None and not resume:
         check_can_write(output, force)
@@ -344,11 +442,14 @@ def predict(inputs, top_k, format_name, as_json, output, resume, force, shard_te
         if output is not None:
             stream = stack.enter_context(open_for_appending(output) if resume else open_for_writing(output, force))
             writers.append(open_file_writer("predict-records", output, stream, header=header))
+        probabilities = stack.enter_context(
+            opened_probabilities(probabilities_out, len(items), len(model.classes), force))
         stack.enter_context(engine)
         failed = earlier_failed
         records = classify(items, model, top_k=top_k, batch_size=options["batch_size"], preprocessing=preprocessing,
                            workers=options["workers"], decoding=decoder or options["decoding"],
-                           max_pixels=options["max_pixels"], engine=engine)
+                           max_pixels=options["max_pixels"], engine=engine,
+                           on_probabilities=probabilities.write if probabilities else None)
         # closing: a Ctrl-C here stops the decode workers now, not when the traceback is collected.
         with contextlib.closing(records):
             for record in records:
@@ -393,8 +494,16 @@ def check_record_file_name(kind, value):
 
 
 def record_file_option(name, kind, help_text):
-    return click.option(name, type=click.Path(dir_okay=False), metavar="FILE.jsonl|FILE.csv",
+    return click.option(name, type=click.Path(dir_okay=False),
+                        metavar="|".join(f"FILE{ext}" for ext in file_extensions(kind)),
                         callback=lambda ctx, param, value: check_record_file_name(kind, value), help=help_text)
+
+
+def write_confusion_rows(writer, rows):
+    """The library's (true, predicted, images) confusion rows, through --confusion-out's writer."""
+    for true, predicted, count in rows:
+        writer.write({"true": true, "predicted": predicted, "count": count})
+    writer.close()
 
 
 def check_can_write(path, force):
@@ -440,15 +549,19 @@ def open_for_writing(path, force):
 @click.option("--resume", is_flag=True,
               help="Continue the --predictions-out file of an interrupted run: count its records, run only the "
                    "images it lacks; the report covers all of them.")
-@click.option("--force", is_flag=True, help="Overwrite existing --predictions-out/--misclassified-out/--report files.")
+@probabilities_out_option
+@record_file_option("--confusion-out", "confusion", "Write the top-1 confusion matrix as true,predicted,count "
+                                                    "rows (class indices), one per pair that occurred.")
+@click.option("--force", is_flag=True, help="Overwrite existing output files (--predictions-out, "
+                                            "--misclassified-out, --report, --probabilities-out, --confusion-out).")
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, metavar="PCT",
               help="Exit with status 1 when top-1 accuracy (in %) is below PCT.")
 @scale_options
 @model_options
 @reports_errors
 def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k, limit, format_name, as_json,
-                 predictions_out, misclassified_out, report_path, report_images, resume, force, fail_under, shard_text,
-                 shards, engine, ray_address, **options):
+                 predictions_out, misclassified_out, report_path, report_images, resume, probabilities_out,
+                 confusion_out, force, fail_under, shard_text, shards, engine, ray_address, **options):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
@@ -464,13 +577,18 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
       resclassify eval imagenet/val --report report.html
       resclassify eval imagenet/val --shard 2/8 --predictions-out shard-2.jsonl --resume
       resclassify eval --from-predictions shard-*.jsonl
+      resclassify eval val/ --tta ten-crop --interpolation bilinear --json
     """
     from .datasets import find_ground_truth
     from .evaluation import misclassified_record, reported_ks, run_evaluation
     from .labels import read_class_file
     from .output import EvalProgress, open_file_writer
 
-    named = {"--predictions-out": predictions_out, "--misclassified-out": misclassified_out, "--report": report_path}
+    check_preprocessing_options(**options)
+    named = {"--predictions-out": predictions_out, "--misclassified-out": misclassified_out, "--report": report_path,
+             "--probabilities-out": probabilities_out, "--confusion-out": confusion_out}
+    if probabilities_out is not None:
+        named["--probabilities-out's row names"] = probability_files(probabilities_out)[1]
     outputs = [path for path in named.values() if path is not None]
     for first, second in itertools.combinations([(n, p) for n, p in named.items() if p is not None], 2):
         if os.path.abspath(first[1]) == os.path.abspath(second[1]):
@@ -487,6 +605,9 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         raise click.BadParameter(f"Directory {folder!r} does not exist." if not os.path.exists(folder) else
                                  f"{folder!r} is not a folder.", param_hint="'FOLDER'")
     check_resume_options(predictions_out, "--predictions-out", resume, force)
+    if probabilities_out is not None and resume:
+        raise click.UsageError("--probabilities-out does not go with --resume: the images the earlier run did are "
+                               "not run again, so their probabilities are not known")
     shard = chosen_shard(shard_text, shards)
     for path in outputs:
         check_can_write(path, force or (resume and path == predictions_out))
@@ -538,6 +659,12 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
             stream = stack.enter_context(open_for_writing(misclassified_out, force or resume))
             writers.append((open_file_writer("misclassified", misclassified_out, stream, real_labels=real),
                             misclassified_record))
+        probabilities = stack.enter_context(
+            opened_probabilities(probabilities_out, run_count, len(model.classes), force))
+        confusion = None
+        if confusion_out:
+            confusion = open_file_writer("confusion", confusion_out,
+                                         stack.enter_context(open_for_writing(confusion_out, force)))
         collector = None
         if report_path:
             from .report_html import ReportCollector
@@ -570,7 +697,9 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
                                 preprocessing=preprocessing, workers=options["workers"],
                                 decoding=decoder or options["decoding"], network_threads=network_threads(options),
                                 max_pixels=options["max_pixels"], on_record=on_record, previous=previous,
-                                engine=engine)
+                                engine=engine, on_probabilities=probabilities.write if probabilities else None,
+                                on_confusion_matrix=(lambda rows: write_confusion_rows(confusion, rows)) if confusion
+                                else None)
     finish_evaluation(report, chosen_format("report", format_name, as_json), fail_under, quiet, run_count, report_path,
                       collector, force)
 

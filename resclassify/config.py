@@ -27,8 +27,6 @@ DEFAULT_SIZE = 224
 DEFAULT_CROP_FRACTION = 0.875
 # Below this the crop is a speck of the image and the resize (size / fraction) grows absurd.
 MIN_CROP_FRACTION = 0.05
-# keras.applications' ResNets refuse inputs smaller than 32x32.
-MIN_ARCH_SIZE = 32
 
 # Pillow's resampling filters, by the names --interpolation takes.
 INTERPOLATION_CHOICES = ("nearest", "bilinear", "bicubic", "lanczos", "box")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from . import backends
-from .archs import ARCHS, ARCH_CHOICES, arch_from_weights_names
+from .archs import ARCHS, ARCH_CHOICES, MIN_INPUT_SIZE, arch_from_weights_names
 from .config import (DEFAULT_CUSTOM_NORMALIZATION, DEFAULT_SIZE, NORMALIZE_MODES, PRECISION_CHOICES, check_choice,
                      resolve_preprocessing)
-from .errors import DeviceError, ModelError, WeightsError
+from .errors import DeviceError, ModelError, PreprocessingError, WeightsError
 from .labels import ClassIndex, imagenet_classes, read_class_file
 
 _classifiers = {}
@@ -46,9 +46,11 @@ class Classifier:
         """What ran, in a word: the architecture, or the file name of a user's own model."""
         return Path(self.weights).name if self.arch == "custom" else self.arch
 
-    def preprocessing(self, name="center-crop", *, mode=None, exact_decode=False):
+    def preprocessing(self, name="center-crop", *, crop_fraction=None, interpolation=None, tta=None, mode=None,
+                      exact_decode=False):
         """The preprocessing for this network: its input size, and its normalization unless mode overrides it."""
-        return resolve_preprocessing(name, size=self.input_size, mode=mode or self.normalization,
+        return resolve_preprocessing(name, size=self.input_size, crop_fraction=crop_fraction,
+                                     interpolation=interpolation, tta=tta, mode=mode or self.normalization,
                                      exact_decode=exact_decode)
 
     def stage(self, batch, pad_to=None):
@@ -229,18 +231,31 @@ def _passthrough_class():
     return Passthrough
 
 
+def check_arch_size(size):
+    """PreprocessingError unless size (None: the default) is an input size the built-in ResNets can be built for."""
+    if size is None:
+        return DEFAULT_SIZE
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_INPUT_SIZE:
+        raise PreprocessingError(f"the built-in ResNets take inputs of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
+                                 f"pixels, not {size!r}", "--size")
+    return size
+
+
 def load_classifier(weights_path, arch="resnet50", device="auto", *, precision="float32", threads=None,
-                    verbose=False, classes_path=None, backend=None, notice=None):
+                    verbose=False, classes_path=None, backend=None, notice=None, size=None):
     """Build one of Keras's ResNets on a backend and load a weights file.
 
-    Cached per (file, arch, device, precision, classes, backend). backend None means the one
+    Cached per (file, arch, device, precision, classes, backend, size). backend None means the one
     backends.resolve picks (KERAS_BACKEND, else TensorFlow). notice receives one-line messages
-    worth showing while it runs (a batch halved after the device ran out of memory).
+    worth showing while it runs (a batch halved after the device ran out of memory). size is the
+    network's input (default 224): the ResNets are convolutional up to global pooling, so the
+    same weights run at 256 or 288 as well.
     """
     check_choice("architecture", arch, ARCH_CHOICES)
     check_choice("precision", precision, PRECISION_CHOICES)
+    size = check_arch_size(size)
     backend = backends.resolve(backend)
-    key = (str(weights_path), arch, device, precision, str(classes_path), backend)
+    key = (str(weights_path), arch, device, precision, str(classes_path), backend, size)
     if key in _classifiers:
         return _remember_notice(_classifiers[key], notice)
     classes = _classes(_read_classes(classes_path), classes_path, 1000)
@@ -255,7 +270,7 @@ def load_classifier(weights_path, arch="resnet50", device="auto", *, precision="
             keras.config.set_dtype_policy(f"mixed_{precision}")
         try:
             with _weights_not_drawn():
-                model = build(weights=None, classifier_activation=None)
+                model = build(weights=None, classifier_activation=None, input_shape=(size, size, 3))
         finally:
             keras.config.set_dtype_policy(previous_policy)
         try:
@@ -305,12 +320,13 @@ def _decoded(values):
 
 
 def load_custom_classifier(model_path, device="auto", *, precision="float32", threads=None, verbose=False,
-                           classes_path=None, backend=None, notice=None):
+                           classes_path=None, backend=None, notice=None, size=None):
     """A user's own Keras model (.keras, or a full-model .h5) with its class names; cached like the others.
 
     The input size is read from the model. Its normalization is "none" when the model starts
     with its own Rescaling or Normalization layer, else caffe (a fine-tuned keras.applications
     ResNet50 expects what ResNet50 does). Logits are turned into probabilities with a softmax.
+    size, if given, must be the model's own input size, unless the model takes any size.
     """
     check_choice("precision", precision, PRECISION_CHOICES)
     path = Path(model_path).expanduser()
@@ -318,7 +334,7 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
         raise ModelError(f"--precision {precision} is for the built-in ResNets; a model file runs in the "
                          "precision it was saved with")
     backend = backends.resolve(backend)
-    key = (str(path), "custom", device, str(classes_path), backend)
+    key = (str(path), "custom", device, str(classes_path), backend, size)
     if key in _classifiers:
         return _remember_notice(_classifiers[key], notice)
     if not path.is_file():
@@ -336,7 +352,7 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
         except Exception as exc:  # a damaged zip, an unknown custom layer, a weights-only .h5, ...
             hint = " (a weights-only .h5 goes with --weights and --arch)" if path.suffix.lower() != ".keras" else ""
             raise ModelError(f"cannot load the model {model_path}: {_first_line(exc)}{hint}") from exc
-    input_size, outputs = _model_shape(model, model_path)
+    input_size, outputs = _model_shape(model, model_path, size)
     classes = _classes(named, classes_path, outputs, source=path.name)
     normalization = "none" if _starts_by_scaling(model) else DEFAULT_CUSTOM_NORMALIZATION
     classifier = Classifier(model, "custom", str(path), used_device, input_size, classes, normalization,
@@ -346,8 +362,12 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
     return classifier
 
 
-def _model_shape(model, model_path):
-    """(square input size, number of outputs) of a one-image-in, one-vector-out model, or ModelError."""
+def _model_shape(model, model_path, size=None):
+    """(square input size, number of outputs) of a one-image-in, one-vector-out model, or ModelError.
+
+    size asks for an input size: a model that takes any size runs at it; one with a fixed size
+    refuses any other (PreprocessingError).
+    """
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelError(f"model {model_path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                          "resclassify needs one image input and one class output")
@@ -357,9 +377,12 @@ def _model_shape(model, model_path):
                          "(batch, height, width, 3) RGB images")
     height, width = in_shape[1], in_shape[2]
     if height is None and width is None:
-        size = DEFAULT_SIZE  # any size goes (global pooling): use the standard one
+        size = DEFAULT_SIZE if size is None else size  # any size goes (global pooling): the standard one unless asked
     elif height != width:
         raise ModelError(f"model {model_path} takes {height}x{width} inputs; resclassify feeds square ones")
+    elif size is not None and size != height:
+        raise PreprocessingError(f"model {model_path} takes {height}x{width} inputs only; it cannot run at "
+                                 f"{size}x{size} (leave --size out to use its own)", "--size")
     else:
         size = int(height)
     if len(out_shape) != 2 or not out_shape[1]:

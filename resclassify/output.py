@@ -220,6 +220,89 @@ class ReportSummaryWriter:
         pass
 
 
+# ---------------------------------------------------------------------------------------------
+# --probabilities-out: every input's full probabilities, written as the run goes.
+
+PATHS_SUFFIX = ".paths.txt"
+
+
+def paths_file(probabilities_path):
+    """The sidecar naming the rows of a --probabilities-out file: FILE.npy -> FILE.npy.paths.txt."""
+    return str(probabilities_path) + PATHS_SUFFIX
+
+
+def escape_path(path):
+    """A path on one line: a backslash is written \\\\ and a newline \\n, so every line is one path."""
+    return str(path).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class ProbabilitiesWriter:
+    """An N x classes float32 .npy file written row by row through a memory map, and its sidecar of paths.
+
+    numpy.lib.format.open_memmap makes the file (np.load reads it, with mmap_mode="r" too), then
+    only a window of rows is mapped at a time (flushed and unmapped when full), so a run of
+    50,000 images never holds its 200 MB of probabilities in memory. Row k is the k-th input in
+    output order; an input that could not be read gets a row of NaN. Rows a run never reached
+    (cut short) stay 0, which no probability row is.
+    """
+
+    WINDOW_BYTES = 4 * 2**20
+
+    def __init__(self, path, rows, classes, force=False):
+        import numpy as np
+
+        self.path = str(path)
+        self.rows, self.classes = rows, classes
+        # Created here, exclusively unless forced: a file that appeared since the check is kept.
+        self.paths = open(paths_file(path), "w" if force else "x", encoding="utf-8", errors="surrogateescape",
+                          newline="\n")
+        if not force:
+            open(self.path, "xb").close()
+        # numpy's own .npy layout, the file at its full size (sparse until rows are written); this
+        # mapping of the whole file is dropped at once, before any row is touched.
+        whole = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=(rows, classes))
+        self.offset = whole.offset
+        del whole
+        self.window_rows = max(1, self.WINDOW_BYTES // (4 * max(1, classes)))
+        self.window = None
+        self.window_start = 0
+        self.written = 0
+
+    def write(self, path, probabilities):
+        import numpy as np
+
+        if self.written >= self.rows:
+            raise ValueError(f"{self.path}: more rows than the {self.rows} announced")
+        if self.window is None or self.written >= self.window_start + len(self.window):
+            self._next_window()
+        row = self.window[self.written - self.window_start]
+        row[:] = np.nan if probabilities is None else probabilities
+        self.paths.write(escape_path(path) + "\n")
+        self.written += 1
+
+    def _next_window(self):
+        import numpy as np
+
+        self._release_window()
+        self.window_start = self.written
+        count = min(self.window_rows, self.rows - self.written)
+        self.window = np.memmap(self.path, dtype=np.float32, mode="r+", shape=(count, self.classes),
+                                offset=self.offset + 4 * self.classes * self.window_start)
+
+    def _release_window(self):
+        if self.window is not None:
+            self.window.flush()
+            self.window = None
+
+    def close(self):
+        self._release_window()
+        self.paths.close()
+
+
+def open_probabilities_writer(path, rows, classes, force=False):
+    return ProbabilitiesWriter(path, rows, classes, force)
+
+
 def write_json_report(report, stream):
     """--json: the whole report as one JSON object."""
     stream.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
@@ -347,6 +430,10 @@ def throughput_line(report):
             f"({done:,} images in {throughput['seconds']:.2f} s)")
 
 
+def _classes(count):
+    return f"{count:,} class" + ("" if count == 1 else "es")
+
+
 def print_eval_summary(report, stream):
     """The human summary of an evaluation report, with rich tables."""
     from rich.console import Console
@@ -377,6 +464,23 @@ def print_eval_summary(report, stream):
     if throughput:
         out(throughput)
 
+    scores = report["precision_recall"]
+    if scores["macro"] is not None:
+        out("")
+        console.print(f"Precision, recall and F1 of the top-1 class, averaged over the "
+                      f"{_classes(scores['classes_averaged'])} with images", style="bold", markup=False,
+                      highlight=False)
+        averages = Table()
+        for column in ("", "precision", "recall", "F1"):
+            averages.add_column(column, justify="left" if not column else "right")
+        for name, key in (("macro", "macro"), ("image-weighted", "image_weighted")):
+            figures = scores[key]
+            averages.add_row(name, *(_format_percent(figures[f"{f}_percent"]) for f in ("precision", "recall", "f1")))
+        console.print(averages)
+        if scores["predicted_without_image"]:
+            out(f"{_classes(len(scores['predicted_without_image']))} predicted but without any image: "
+                "F1 0, left out of the averages")
+
     if report["worst_classes"]:
         out("")
         console.print("Worst classes by top-1 accuracy", style="bold", markup=False, highlight=False)
@@ -387,6 +491,16 @@ def print_eval_summary(report, stream):
         for row in report["worst_classes"]:
             worst.add_row(f"{row['index']} {row['label']}", row["wnid"], str(row["images"]),
                           *(f"{row[f'top{k}_correct']}/{row['images']}" for k in top_ks))
+        console.print(worst)
+    if scores["worst_by_f1"]:
+        out("")
+        console.print("Worst classes by F1 (top-1)", style="bold", markup=False, highlight=False)
+        worst = Table()
+        for column in ("class", "WordNet id", "images", "predicted", "precision", "recall", "F1"):
+            worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
+        for row in scores["worst_by_f1"]:
+            worst.add_row(f"{row['index']} {row['label']}", row["wnid"], str(row["images"]), str(row["predicted"]),
+                          *(_format_percent(row[f"{f}_percent"]) for f in ("precision", "recall", "f1")))
         console.print(worst)
     if report["confusions"]:
         out("")
@@ -632,6 +746,12 @@ class InfoTextWriter:
 # writer of each; --format offers exactly these, and --json stands for the kind's JSON format.
 # Every writer is writer(stream, **context), then write(item) for each item, then close().
 
+class ConfusionCsvWriter(FlatCsvWriter):
+    """--confusion-out: `true,predicted,count` rows, classes by index (labels repeat: crane, maillot)."""
+
+    columns = ("true", "predicted", "count")
+
+
 FORMATS = ("table", "jsonl", "json", "csv")  # every format name, in the order help lists them
 
 
@@ -660,6 +780,8 @@ OUTPUTS = {
     "eval-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": PredictionsCsvWriter}),
     # eval --misclassified-out FILE: one record per top-1 miss
     "misclassified": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": MisclassifiedCsvWriter}),
+    # eval --confusion-out FILE: one row per (true class, top-1 class) pair that occurred
+    "confusion": OutputKind("class pair", {"csv": ConfusionCsvWriter}),
     # weights list: one row per known model
     "weights": OutputKind("model", {"table": WeightsTableWriter, "jsonl": JsonLinesWriter, "json": JsonArrayWriter,
                                     "csv": WeightsCsvWriter}, json="jsonl"),
@@ -704,9 +826,14 @@ def open_writer(kind, format_name, stream, **context):
     return writers[format_name](stream, **context)
 
 
+def file_extensions(kind):
+    """The extensions a record file of this kind may have, e.g. (".jsonl", ".csv")."""
+    return tuple(ext for ext, name in FILE_EXTENSIONS.items() if name in OUTPUTS[kind].writers)
+
+
 def file_format(kind, path):
     """The format of a record file, from its extension; ValueError if the kind has no format for it."""
-    extensions = [ext for ext, name in FILE_EXTENSIONS.items() if name in OUTPUTS[kind].writers]
+    extensions = file_extensions(kind)
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in extensions:
         raise ValueError(f"{path}: the file name must end in {' or '.join(extensions)}")

@@ -288,3 +288,32 @@ def test_own_model_through_eval_matches_class_folders_to_its_classes(cli_run, ow
     assert (confusion["true"]["label"], confusion["predicted"]["label"]) == expected
     assert report["model"]["arch"] == "custom" and report["model"]["name"] == "colours.keras"
     assert report["model"]["classes"] == 3
+
+
+def test_own_model_with_a_fixed_input_refuses_another_size(cli_run, own_models, colour_photos, normalize_calls):
+    model = own_models / "colours.keras"
+    result = cli_run("predict", "--model", model, "--classes", own_models / "colours.txt", "--size", "96",
+                     colour_photos["red"])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for --size: model {model} takes 64x64 inputs only; it cannot run at 96x96 "
+        "(leave --size out to use its own)")
+    assert normalize_calls == []
+    # Its own size is no change at all.
+    same = cli_run("predict", "--model", model, "--classes", own_models / "colours.txt", "--size", "64",
+                   "--preprocess-mode", "tf", "--json", colour_photos["red"])
+    assert predicted(same)[0] == {str(colour_photos["red"]): "red"}
+
+
+def test_own_model_that_takes_any_size_runs_at_the_size_asked(cli_run, tmp_path, colour_photos, normalize_calls):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    any_size = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3),
+                                 keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")])
+    any_size.save(tmp_path / "any.keras")
+    result = cli_run("predict", "--model", tmp_path / "any.keras", "--size", "48", "--tta", "flip", "--json",
+                     "--preprocess-mode", "tf", colour_photos["red"])
+    assert result.exit_code == 0, result.stderr
+    # One image, two views (the crop and its mirror image), at 48x48.
+    assert normalize_calls == [((2, 48, 48, 3), "tf")]
