@@ -194,3 +194,27 @@ def test_existing_probabilities_are_kept_without_force(cli_run, weights_file, ph
     np.testing.assert_allclose(rows.sum(axis=1), 1.0, rtol=1e-5)
     check_records_match_rows([json.loads(line) for line in result.stdout.splitlines()], rows, k=5)
     assert sidecar.read_text() == f"{photos[0]}\n{photos[1]}\n"
+
+
+def test_probabilities_writer_maps_a_window_of_rows_at_a_time(tmp_path, monkeypatch):
+    from resclassify.output import ProbabilitiesWriter
+
+    # Windows of 3 rows of 4 classes: ten rows cross three window boundaries.
+    monkeypatch.setattr(ProbabilitiesWriter, "WINDOW_BYTES", 3 * 4 * 4)
+    rng = np.random.default_rng(0)
+    rows = rng.random((10, 4), dtype=np.float32)
+    names = [f"img{i}.jpg" for i in range(10)]
+    names[4], names[7] = "two\nlines.jpg", "back\\slash.jpg"
+    writer = ProbabilitiesWriter(tmp_path / "p.npy", 10, 4)
+    for name, row in zip(names, rows):
+        writer.write(name, None if name == "img5.jpg" else row)
+        assert writer.window is None or len(writer.window) <= 3
+    writer.close()
+    written = np.load(tmp_path / "p.npy")
+    assert written.dtype == np.float32 and written.shape == (10, 4)
+    assert np.isnan(written[5]).all()
+    np.testing.assert_array_equal(np.delete(written, 5, axis=0), np.delete(rows, 5, axis=0))
+    lines = (tmp_path / "p.npy.paths.txt").read_text().split("\n")
+    assert lines[4] == "two\\nlines.jpg" and lines[7] == "back\\\\slash.jpg" and len(lines) == 11
+    with pytest.raises(FileExistsError):
+        ProbabilitiesWriter(tmp_path / "p.npy", 10, 4)
