@@ -75,6 +75,15 @@ def raw_network(model, batch_size, batches):
     return batch_size * batches / (time.perf_counter() - start)
 
 
+def trace_batch_shape(model, batch_size, preprocessing, images):
+    """Run the network once on the batch shape a run of `images` images will use (views included)."""
+    from resclassify.pipeline import images_per_batch
+
+    rows = max(1, min(images_per_batch(batch_size, preprocessing.views), images)) * preprocessing.views
+    size = preprocessing.size
+    model.predict(np.zeros((rows, size, size, 3), dtype=np.uint8), pad_to=rows, normalization=preprocessing.mode)
+
+
 def end_to_end(model, folder, batch_size, preprocessing, decoding="auto"):
     """images/s of resclassify.evaluate over a class-folder tree (the model already loaded), and its records."""
     records = []
@@ -350,6 +359,8 @@ def main():
     parser.add_argument("--photos", type=int, default=64, help="12-megapixel JPEGs for the end-to-end run")
     parser.add_argument("--seed-images", type=int, default=100,
                         help="images for the seed's per-image recipe (0 skips it)")
+    parser.add_argument("--tta-images", type=int, default=100,
+                        help="ImageNet-size JPEGs for the --tta none / flip / ten-crop comparison (0 skips it)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--precisions", default="float32,bfloat16",
                         help="compute precisions to run end to end, comma-separated (float16 on a GPU only)")
@@ -449,6 +460,23 @@ def run(args, workdir):
             elif reference_records is not None:
                 same1, same5 = agreement(reference_records, records)
                 report("top-1 / top-5 agreement with float32", f"{same1:.3f} / {same5:.3f}")
+        if args.tta_images:
+            # The same images for the single crop and each protocol, so the ratios compare like with
+            # like; each batch shape is traced before the clock starts, as a long run has it traced.
+            section(f"Test-time augmentation (float32; --batch-size {args.batch_size} counts network inputs, views)")
+            subset = linked_copies(small, min(args.tta_images, len(small)), workdir / "tta")
+            count = len(find_images(subset))
+            rates = {}
+            for name, tta in (("A1", "none"), ("A2", "flip"), ("A3", "ten-crop")):
+                preprocessing = model.preprocessing(tta=tta)
+                trace_batch_shape(model, args.batch_size, preprocessing, count)
+                rates[tta], _ = end_to_end(model, subset, args.batch_size, preprocessing, decoder)
+                views = preprocessing.views
+                relative = "images/s" if tta == "none" else (
+                    f"images/s ({rates[tta] / rates['none']:.2f}x the single crop; {views} views' network work "
+                    f"alone would give {1 / views:.2f}x)")
+                report(f"{name}. eval end to end, --tta {tta}, {count} ImageNet-size JPEGs", f"{rates[tta]:.1f}",
+                       relative)
         workers_mb = resident_mb(getattr(decoder, "worker_frameworks", {}))
 
     section("Reduced-scale JPEG decode (float32)")
