@@ -434,6 +434,30 @@ def _classes(count):
     return f"{count:,} class" + ("" if count == 1 else "es")
 
 
+PRECISION_RECALL_COLUMNS = ("", "precision", "recall", "F1")
+WORST_F1_COLUMNS = ("class", "WordNet id", "images", "predicted", "precision", "recall", "F1")
+_SCORES = ("precision", "recall", "f1")
+
+
+def precision_recall_heading(report):
+    count = report["precision_recall"]["classes_averaged"]
+    return f"Precision, recall and F1 of the top-1 class, averaged over the {_classes(count)} with images"
+
+
+def precision_recall_rows(report):
+    """The macro and image-weighted averages as rows of text cells under PRECISION_RECALL_COLUMNS."""
+    scores = report["precision_recall"]
+    return [(name, *(_format_percent(scores[key][f"{f}_percent"]) for f in _SCORES))
+            for name, key in (("macro", "macro"), ("image-weighted", "image_weighted"))]
+
+
+def worst_f1_rows(report):
+    """The classes with the lowest F1 as rows of text cells under WORST_F1_COLUMNS (n/a: never predicted)."""
+    return [(f"{row['index']} {row['label']}", row["wnid"] or "", str(row["images"]), str(row["predicted"]),
+             *(_format_percent(row[f"{f}_percent"]) for f in _SCORES))
+            for row in report["precision_recall"]["worst_by_f1"]]
+
+
 def print_eval_summary(report, stream):
     """The human summary of an evaluation report, with rich tables."""
     from rich.console import Console
@@ -464,18 +488,15 @@ def print_eval_summary(report, stream):
     if throughput:
         out(throughput)
 
-    scores = report["precision_recall"]
-    if scores["macro"] is not None:
+    scores = report.get("precision_recall")
+    if scores and scores["macro"] is not None:
         out("")
-        console.print(f"Precision, recall and F1 of the top-1 class, averaged over the "
-                      f"{_classes(scores['classes_averaged'])} with images", style="bold", markup=False,
-                      highlight=False)
+        console.print(precision_recall_heading(report), style="bold", markup=False, highlight=False)
         averages = Table()
-        for column in ("", "precision", "recall", "F1"):
+        for column in PRECISION_RECALL_COLUMNS:
             averages.add_column(column, justify="left" if not column else "right")
-        for name, key in (("macro", "macro"), ("image-weighted", "image_weighted")):
-            figures = scores[key]
-            averages.add_row(name, *(_format_percent(figures[f"{f}_percent"]) for f in ("precision", "recall", "f1")))
+        for row in precision_recall_rows(report):
+            averages.add_row(*row)
         console.print(averages)
         if scores["predicted_without_image"]:
             out(f"{_classes(len(scores['predicted_without_image']))} predicted but without any image: "
@@ -492,15 +513,14 @@ def print_eval_summary(report, stream):
             worst.add_row(f"{row['index']} {row['label']}", row["wnid"], str(row["images"]),
                           *(f"{row[f'top{k}_correct']}/{row['images']}" for k in top_ks))
         console.print(worst)
-    if scores["worst_by_f1"]:
+    if scores and scores["worst_by_f1"]:
         out("")
         console.print("Worst classes by F1 (top-1)", style="bold", markup=False, highlight=False)
         worst = Table()
-        for column in ("class", "WordNet id", "images", "predicted", "precision", "recall", "F1"):
+        for column in WORST_F1_COLUMNS:
             worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
-        for row in scores["worst_by_f1"]:
-            worst.add_row(f"{row['index']} {row['label']}", row["wnid"], str(row["images"]), str(row["predicted"]),
-                          *(_format_percent(row[f"{f}_percent"]) for f in ("precision", "recall", "f1")))
+        for row in worst_f1_rows(report):
+            worst.add_row(*row)
         console.print(worst)
     if report["confusions"]:
         out("")
