@@ -16,7 +16,7 @@ def test_every_writer_is_under_a_format_of_the_one_list():
 def test_json_is_json_lines_for_record_streams_and_one_object_for_a_report():
     assert {kind: json_format(kind) for kind in OUTPUTS} == {
         "predictions": "jsonl", "report": "json", "predict-records": None, "eval-records": None, "misclassified": None,
-        "weights": "jsonl", "info": "json"}
+        "confusion": None, "weights": "jsonl", "info": "json"}
 
 
 def test_a_kind_refuses_a_format_it_does_not_come_in():
@@ -26,7 +26,8 @@ def test_a_kind_refuses_a_format_it_does_not_come_in():
 
 
 @pytest.mark.parametrize("kind, path, expected", [
-    ("eval-records", "run.jsonl", "jsonl"), ("eval-records", "RUN.CSV", "csv"), ("misclassified", "m.csv", "csv")])
+    ("eval-records", "run.jsonl", "jsonl"), ("eval-records", "RUN.CSV", "csv"), ("misclassified", "m.csv", "csv"),
+    ("confusion", "matrix.csv", "csv")])
 def test_record_file_format_from_the_extension(kind, path, expected):
     assert file_format(kind, path) == expected
 
