@@ -96,10 +96,16 @@ def test_flip_in_eval_averages_the_crop_and_its_mirror_image(cli_run, weights_fi
         path.write_bytes(photo.read_bytes())
         expected[str(path)] = probabilities
     out = tmp_path / "flip.npy"
+    records = tmp_path / "flip.jsonl"
     result = cli_run("eval", folder, "--weights", weights_file, "--device", "cpu", "--tta", "flip", "--json",
-                     "--probabilities-out", out)
+                     "--probabilities-out", out, "--predictions-out", records)
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
+    # The records name the protocol, so a report rebuilt from them says the same and counts the same.
+    assert all(json.loads(line)["run"]["preprocessing"]["tta"] == "flip" for line in records.read_text().splitlines())
+    rebuilt = json.loads(cli_run("eval", "--from-predictions", records, "--json").stdout)
+    assert rebuilt["preprocessing"] == report["preprocessing"]
+    assert (rebuilt["precision_recall"], rebuilt["per_class"]) == (report["precision_recall"], report["per_class"])
     assert report["preprocessing"]["tta"] == "flip" and report["preprocessing"]["views"] == 2
     assert report["preprocessing"]["description"] == (
         "center-crop (short side 256, centre 224x224, bicubic), tta flip (and its mirror image: 2 views, "
@@ -218,3 +224,13 @@ def test_probabilities_writer_maps_a_window_of_rows_at_a_time(tmp_path, monkeypa
     assert lines[4] == "two\\nlines.jpg" and lines[7] == "back\\\\slash.jpg" and len(lines) == 11
     with pytest.raises(FileExistsError):
         ProbabilitiesWriter(tmp_path / "p.npy", 10, 4)
+
+
+@pytest.mark.parametrize("command, output", [("predict", "--output"), ("eval", "--predictions-out")])
+def test_probabilities_do_not_go_with_resume(cli_run, weights_file, photos, tmp_path, no_model, command, output):
+    target = photos[0] if command == "predict" else photos[0].parent
+    result = cli_run(command, "--weights", weights_file, output, tmp_path / "run.jsonl", "--resume",
+                     "--probabilities-out", tmp_path / "p.npy", target)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1].startswith("Error: --probabilities-out does not go with --resume: the ")
+    assert not (tmp_path / "p.npy").exists()
