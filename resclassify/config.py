@@ -129,21 +129,17 @@ class Preprocessing:
             text += ", tta ten-crop (and the mirror image of each: 10 views, probabilities averaged)"
         return f"{text}, {self.mode} normalization"
 
-    # What as_dict() adds to the fields: worked out from them, so never read back.
-    DERIVED = ("resize_short", "views", "description")
-
     @classmethod
     def from_dict(cls, fields):
-        """The Preprocessing an as_dict() describes (a record's, a report's); TypeError for unknown fields."""
-        return cls(**{key: value for key, value in fields.items() if key not in cls.DERIVED})
+        """The Preprocessing an as_dict() describes (a record's, a report's with its description); TypeError for
+        unknown fields."""
+        return cls(**{key: value for key, value in fields.items() if key != "description"})
 
     def as_dict(self):
+        """The fields that define the recipe (records and reports carry them; tta included), nothing derived."""
         fields = asdict(self)
-        if self.name == "center-crop":
-            fields["resize_short"] = self.resize_short
-        else:
+        if self.name != "center-crop":
             del fields["crop_fraction"]
-        fields["views"] = self.views
         return fields
 
 

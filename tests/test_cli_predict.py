@@ -102,7 +102,7 @@ def test_json_record_layout(cli_run, weights_file):
         "precision": "float32", "weights": "resnet50_random.h5",
         "weights_fingerprint": record["run"]["weights_fingerprint"], "classes": 1000,
         "preprocessing": {"name": "center-crop", "size": 224, "crop_fraction": 0.875, "interpolation": "bicubic",
-                          "mode": "caffe", "exact_decode": False},
+                          "mode": "caffe", "exact_decode": False, "tta": "none"},
         "top_k": 5}
     assert re.fullmatch(r"[0-9a-f]{16}", record["run"]["weights_fingerprint"])
     assert [list(p) for p in record["predictions"]] == [["rank", "index", "wnid", "label", "probability"]] * 5

@@ -21,13 +21,13 @@ def test_every_choice_is_named_in_the_description_and_the_dict():
         "center-crop (short side 303, four corner and centre 288x288 crops, bilinear), "
         "tta ten-crop (and the mirror image of each: 10 views, probabilities averaged), tf normalization")
     assert ten.as_dict() == {"name": "center-crop", "size": 288, "crop_fraction": 0.95, "interpolation": "bilinear",
-                             "mode": "tf", "exact_decode": False, "tta": "ten-crop", "resize_short": 303, "views": 10}
+                             "mode": "tf", "exact_decode": False, "tta": "ten-crop"}
     flip = resolve_preprocessing("squash", tta="flip", interpolation="lanczos")
     assert flip.array_shape == (2, 224, 224, 3)
     assert flip.describe() == ("squash (resized to 224x224, no crop, lanczos), tta flip (and its mirror image: "
                                "2 views, probabilities averaged), caffe normalization")
     assert flip.as_dict() == {"name": "squash", "size": 224, "interpolation": "lanczos", "mode": "caffe",
-                              "exact_decode": False, "tta": "flip", "views": 2}
+                              "exact_decode": False, "tta": "flip"}
 
 
 @pytest.mark.parametrize("options, option, message", [
@@ -64,6 +64,13 @@ def test_options_that_cannot_work_are_refused_with_the_reason(options, option, m
 
 def test_a_crop_fraction_of_1_crops_the_whole_short_side():
     assert resolve_preprocessing(size=256, crop_fraction=1).resize_short == 256
+
+
+def test_a_recipe_reads_back_from_its_dict():
+    for preprocessing in (resolve_preprocessing(size=256, tta="ten-crop", interpolation="box"),
+                          resolve_preprocessing("squash", tta="flip")):
+        fields = {**preprocessing.as_dict(), "description": preprocessing.describe()}
+        assert Preprocessing.from_dict(fields) == preprocessing
 
 
 def test_the_object_itself_refuses_what_cannot_work():

@@ -247,7 +247,7 @@ def test_evaluate_without_preprocessing_uses_the_own_models(own_models, colour_p
     assert normalize_calls == [((3, 64, 64, 3), "none")]
     assert report["preprocessing"] == {
         "name": "center-crop", "size": 64, "crop_fraction": 0.875, "interpolation": "bicubic", "mode": "none",
-        "exact_decode": False, "tta": "none", "resize_short": 73, "views": 1,
+        "exact_decode": False, "tta": "none",
         "description": "center-crop (short side 73, centre 64x64, bicubic), none normalization"}
     assert report["accuracy"]["top1"]["correct"] == 3
     own = resclassify.evaluate(tmp_path / "held-out", model, preprocessing=model.preprocessing())
