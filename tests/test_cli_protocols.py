@@ -233,3 +233,23 @@ def test_probabilities_do_not_go_with_resume(cli_run, weights_file, photos, tmp_
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr.splitlines()[-1].startswith("Error: --probabilities-out does not go with --resume: the ")
     assert not (tmp_path / "p.npy").exists()
+
+
+def test_ray_stages_average_views_as_the_local_pipeline_does(weights_file, photos, model):
+    """The Ray engine's stages, called here without a cluster: ten views an image, averaged alike."""
+    import resclassify
+    from resclassify.engines.ray import Classify, decode_batch
+
+    ten = model.preprocessing(tta="ten-crop")
+    paths = [str(p) for p in photos] + ["/nonexistent/photo.png"]
+    decoded = decode_batch({"path": np.array(paths, dtype=object)}, ten)
+    assert decoded["pixels"].shape == (4, 10, 224, 224, 3)
+    stage = Classify(weights=str(weights_file), device="cpu", preprocessing=ten, batch_size=25)
+    assert stage.batch_size == 2  # images a call: two images' twenty views in 25 network inputs
+    probabilities = stage(decoded)["probabilities"]
+    local = {}
+    list(resclassify.classify(paths, model, preprocessing=ten, top_k=1,
+                              on_probabilities=lambda path, p: local.setdefault(path, p)))
+    for path, row in zip(paths[:3], probabilities[:3]):
+        np.testing.assert_allclose(row, local[path], rtol=1e-4, atol=1e-6)
+    assert local[paths[3]] is None and not probabilities[3].any()
