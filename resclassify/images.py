@@ -1,7 +1,11 @@
 """Image files to network-ready uint8 arrays: open, orient, convert to 8-bit RGB, resize, crop (views)."""
 
+import contextlib
+import errno
 import math
 import os
+import stat
+import threading
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -15,9 +19,16 @@ IMAGE_EXTENSIONS = frozenset(
 
 # Pillow refuses images over twice its MAX_IMAGE_PIXELS (about 179 megapixels) with a
 # DecompressionBombError. We keep that default limit but apply it ourselves, before decoding,
-# so that the message is ours and --max-pixels can move it either way.
+# so that the message is ours and --max-pixels can move it either way. Pillow's own check stays
+# on for the rest of the process: only our own opens lift it, and only for an image over it
+# (see _open_image).
 DEFAULT_MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
-Image.MAX_IMAGE_PIXELS = None
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+# Up to this aspect ratio the resize makes the whole resized image, then cuts the crops from it
+# (an intermediate of at most 256 x 4096 pixels, 4 MB); beyond it, only the parts of the image
+# that become crops are resized, so a 100000x1 strip costs no more than a photo.
+MAX_WHOLE_RESIZE_RATIO = 16
 
 # A JPEG much larger than needed is decoded at a reduced DCT scale, keeping at least this many
 # source pixels per pixel of the resized short side so the bicubic resize still has real detail.
@@ -31,9 +42,11 @@ def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
     """Read one file into a uint8 array of shape preprocessing.array_shape; raise ImageError if it cannot be.
 
     That is (size, size, 3) for one view, or (views, size, size, 3) with test-time augmentation.
+    Only regular files are read: a FIFO, a device or a socket is refused from its stat, never
+    opened (a FIFO without a writer would block for ever).
     """
     try:
-        with Image.open(path) as img:
+        with _open_regular_file(path) as file, _open_image(file) as img:
             width, height = img.size
             if max_pixels and width * height > max_pixels:
                 raise ImageError(
@@ -47,12 +60,6 @@ def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
             rgb = to_rgb(img)
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError(path, "no such file or directory") from None
-    except IsADirectoryError:
-        raise ImageError(path, "is a directory") from None
-    except PermissionError:
-        raise ImageError(path, "permission denied") from None
     except UnidentifiedImageError:
         raise ImageError(path, "cannot identify image file") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -60,6 +67,75 @@ def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
         # SyntaxError or ValueError); its text names the problem well enough.
         raise ImageError(path, f"cannot decode image: {exc}") from None
     return cut_views(rgb, preprocessing)
+
+
+def file_error_reason(exc, path):
+    """The few words an error line gives for an OSError met while finding or opening path."""
+    if exc.errno == errno.ENOENT:
+        return "broken symbolic link (its target does not exist)" if os.path.islink(path) else \
+            "no such file or directory"
+    reasons = {
+        errno.ELOOP: "symbolic link loop",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOTDIR: "no such file or directory (part of the path is not a folder)",
+        errno.ENAMETOOLONG: "file name too long",
+        errno.EISDIR: "is a directory",
+    }
+    return reasons.get(exc.errno) or f"cannot open: {exc.strerror or exc}"
+
+
+def not_regular_reason(mode):
+    """Why a stat's mode is not an image file: a folder, or which kind of special file."""
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"not a regular file: {kind}"
+
+
+def _open_regular_file(path):
+    # stat first: a FIFO or a device is never opened. The open that follows cannot block either
+    # (O_NONBLOCK), should a FIFO have taken the file's place since; fstat checks what was opened.
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError(path, not_regular_reason(mode))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImageError(path, file_error_reason(exc, path)) from None
+    file = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        file.close()
+        raise ImageError(path, not_regular_reason(mode))
+    return file
+
+
+def _open_image(file):
+    """Image.open with Pillow's bomb check as it is; an image over it is opened again with the check
+    lifted for that one open, so that load_image can apply --max-pixels (either way) itself."""
+    try:
+        return Image.open(file)
+    except Image.DecompressionBombError:
+        file.seek(0)
+        with _pillow_limit_lifted():
+            return Image.open(file)
+
+
+@contextlib.contextmanager
+def _pillow_limit_lifted():
+    # Only reading the header happens in here (microseconds); the lock keeps two of our loader
+    # threads from restoring each other's value.
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
 
 
 def _draft(img, min_short_side):
@@ -135,9 +211,13 @@ def resize(img, preprocessing):
 
 def cut_views(img, preprocessing):
     """An RGB image as the network's uint8 input: its crop(s) and their mirror images, shaped array_shape."""
-    pixels = np.asarray(resize(img, preprocessing), dtype=np.uint8)
-    height, width = pixels.shape[:2]
-    crops = [pixels[top:bottom, left:right] for left, top, right, bottom in crop_boxes(width, height, preprocessing)]
+    width, height = resized_size(*img.size, preprocessing)
+    boxes = crop_boxes(width, height, preprocessing)
+    if max(width, height) > MAX_WHOLE_RESIZE_RATIO * min(width, height):
+        crops = [_resize_box(img, (width, height), box, preprocessing) for box in boxes]
+    else:
+        pixels = np.asarray(resize(img, preprocessing), dtype=np.uint8)
+        crops = [pixels[top:bottom, left:right] for left, top, right, bottom in boxes]
     if preprocessing.tta == "none":
         return np.ascontiguousarray(crops[0])
     views = np.empty(preprocessing.array_shape, dtype=np.uint8)
@@ -147,6 +227,21 @@ def cut_views(img, preprocessing):
     return views
 
 
+def _resize_box(img, resized, box, preprocessing):
+    """One crop of the resized image, made by resizing only the source box that maps onto it.
+
+    The same sampling positions as resizing the whole image (without making it: 25,600,000x256
+    for a 100000x1 strip). Pillow chooses its own order of the two passes for a box, so pixels
+    may differ from a whole resize by the rounding between passes; up to MAX_WHOLE_RESIZE_RATIO
+    the whole resize is used, and pixels are exactly what they always were.
+    """
+    x_scale, y_scale = img.width / resized[0], img.height / resized[1]
+    left, top, right, bottom = box
+    source = (left * x_scale, top * y_scale, right * x_scale, bottom * y_scale)
+    return np.asarray(img.resize((right - left, bottom - top), _RESAMPLE[preprocessing.interpolation], box=source),
+                      dtype=np.uint8)
+
+
 def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80):
     """A small JPEG of an image file (for the HTML report): (bytes, width, height), long side at most max_side.
 
@@ -154,13 +249,10 @@ def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80):
     Raises ImageError when the file cannot be read, e.g. when it has gone since it was classified.
     """
     import io
-    import stat
 
     try:
         # A FIFO or device that took the place of an image would block or never end.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ImageError(path, "not a regular file")
-        with Image.open(path) as img:
+        with _open_regular_file(path) as file, _open_image(file) as img:
             width, height = img.size
             if max_pixels and width * height > max_pixels:
                 raise ImageError(path, f"image is {width}x{height} pixels, over the limit of {max_pixels:,}")

@@ -241,3 +241,220 @@ def test_a_larger_network_input_crops_more(tmp_path):
     preprocessing = resolve_preprocessing(size=288)
     assert preprocessing.resize_short == 329
     np.testing.assert_array_equal(load_image(path, preprocessing), np.asarray(expected))
+
+
+# --- Bounded work per image, whatever its shape -------------------------------------------------
+
+def _whole_resize_then_crop(path, short=256, size=224):
+    """Today's centre crop the long way: the whole image resized, then cropped."""
+    source = Image.open(path).convert("RGB")
+    width, height = source.size
+    new = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
+    left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+    return np.asarray(source.resize(new, Image.Resampling.BICUBIC))[top:top + size, left:left + size]
+
+
+@pytest.mark.parametrize("size", [(64, 1024), (1024, 64), (97, 1400), (1400, 97)])
+def test_up_to_16_to_1_the_crop_is_the_whole_resize_pixel_for_pixel(tmp_path, size):
+    path = save_image(tmp_path / "long.png", size=size)
+    np.testing.assert_array_equal(load_image(path, CENTER), _whole_resize_then_crop(path))
+
+
+@pytest.mark.parametrize("size", [(64, 1088), (1088, 64), (30, 1000), (1000, 30)])
+def test_beyond_16_to_1_only_the_crop_is_resized_with_the_same_sampling(tmp_path, size):
+    # Pillow orders the two passes of a box resize itself, so the rounding between them may
+    # differ: within 2/255 here, and on average a quarter of a level at most.
+    path = save_image(tmp_path / "longer.png", size=size)
+    difference = np.abs(load_image(path, CENTER).astype(int) - _whole_resize_then_crop(path))
+    assert difference.max() <= 2 and difference.mean() < 0.3
+
+
+def _strip(path, size, centre_colour, edge_colour=(0, 0, 255)):
+    """A one-pixel strip, edge_colour except for the 11 pixels in the middle."""
+    long_side = max(size)
+    pixels = np.tile(np.uint8(edge_colour), (long_side, 1))
+    pixels[long_side // 2 - 5: long_side // 2 + 6] = centre_colour
+    array = pixels[None] if size[0] > size[1] else pixels[:, None]
+    Image.fromarray(array).save(path)
+    return path
+
+
+EXTREME_STRIPS = """
+import re, resource, sys
+import numpy as np
+from resclassify.config import resolve_preprocessing
+from resclassify.images import load_image
+# Address space: what the interpreter has now, plus 600 MB. Resizing a 100000x1 strip whole to a
+# short side of 256 would need 25,600,000 x 256 pixels (26 GB).
+used = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (used + 600 * 2**20, resource.RLIM_INFINITY))
+for path in sys.argv[1:]:
+    pixels = load_image(path, resolve_preprocessing(size=32 if path.endswith(".jpg") else 224))
+    print(path, pixels.shape, np.unique(pixels.reshape(-1, 3), axis=0).tolist())
+"""
+
+
+def test_extreme_aspect_ratios_take_bounded_memory_and_give_the_centre(tmp_path):
+    import subprocess
+    import sys
+
+    wide = _strip(tmp_path / "wide.png", (100000, 1), (255, 0, 0))
+    tall = _strip(tmp_path / "tall.png", (1, 100000), (0, 255, 0))
+    # The reduced-scale JPEG path too: at a 32x32 crop, a 3000x150 JPEG is decoded at half scale
+    # (1500x75), still 20:1.
+    jpeg = tmp_path / "wide.jpg"
+    banner = np.zeros((150, 3000, 3), dtype=np.uint8)
+    banner[:, 1400:1600] = (255, 255, 255)
+    Image.fromarray(banner).save(jpeg, quality=95)
+    result = subprocess.run([sys.executable, "-c", EXTREME_STRIPS, str(wide), str(tall), str(jpeg)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # The crop is the strip's centre, stretched: every pixel the centre's colour.
+    assert lines[0] == f"{wide} (224, 224, 3) [[255, 0, 0]]"
+    assert lines[1] == f"{tall} (224, 224, 3) [[0, 255, 0]]"
+    assert lines[2].startswith(f"{jpeg} (32, 32, 3) ")
+    colours = np.array(eval(lines[2].split(") ", 1)[1]))
+    assert colours.min() >= 245  # the white middle, give or take JPEG's rounding
+
+
+def test_the_reduced_scale_decode_keeps_an_extreme_jpeg_in_proportion(tmp_path):
+    jpeg = tmp_path / "wide.jpg"
+    Image.new("RGB", (3000, 150), (200, 30, 30)).save(jpeg, quality=95)
+    decoded = []
+    original = Image.Image.resize
+
+    def recording_resize(image, size, *args, **kwargs):
+        decoded.append((image.size, tuple(size)))
+        return original(image, size, *args, **kwargs)
+
+    try:
+        Image.Image.resize = recording_resize
+        pixels = load_image(jpeg, resolve_preprocessing(size=32))
+    finally:
+        Image.Image.resize = original
+    # Decoded at half scale, then one resize straight to the crop (not to 720x36, then cropped).
+    assert decoded == [((1500, 75), (32, 32))]
+    assert pixels.shape == (32, 32, 3)
+
+
+# --- Only regular files; never blocked by what is not one ---------------------------------------
+
+def _load_without_hanging(path):
+    """load_image on another thread, given 20 s: a FIFO opened for reading would block for ever."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["pixels"] = load_image(path, CENTER)
+        except ImageError as exc:
+            outcome["error"] = str(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), f"load_image({path}) is still blocked"
+    return outcome
+
+
+def test_a_fifo_is_refused_from_its_stat_without_being_opened(tmp_path, monkeypatch):
+    import os
+
+    import resclassify.images as images
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(images.os, "open", lambda path, *args: opened.append(str(path)) or real_open(path, *args))
+    assert _load_without_hanging(fifo) == {"error": f"{fifo}: not a regular file: a FIFO (named pipe)"}
+    assert opened == []
+    # Nobody holds it open for reading: a writer that will not wait is turned away.
+    with pytest.raises(OSError) as caught:
+        os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    assert caught.value.errno == 6  # ENXIO: no reader
+
+
+def test_devices_and_sockets_are_not_images(tmp_path):
+    import socket
+
+    assert _load_without_hanging("/dev/zero") == {"error": "/dev/zero: not a regular file: a character device"}
+    path = tmp_path / "socket.png"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    try:
+        assert _load_without_hanging(path) == {"error": f"{path}: not a regular file: a socket"}
+    finally:
+        server.close()
+
+
+def test_symbolic_link_loops_and_broken_links_say_so(tmp_path):
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to("loop.jpg")
+    broken = tmp_path / "broken.jpg"
+    broken.symlink_to("gone.jpg")
+    assert _load_without_hanging(loop) == {"error": f"{loop}: symbolic link loop"}
+    assert _load_without_hanging(broken) == {"error": f"{broken}: broken symbolic link (its target does not exist)"}
+    assert _load_without_hanging(tmp_path) == {"error": f"{tmp_path}: is a directory"}
+
+
+# --- Pillow's decompression-bomb check stays on for everyone else -------------------------------
+
+PILLOW_DEFAULT_LIMIT = int(1024 * 1024 * 1024 // 4 // 3)  # Pillow's MAX_IMAGE_PIXELS
+
+
+def test_importing_resclassify_leaves_pillows_bomb_check_on():
+    import subprocess
+    import sys
+
+    code = ("from PIL import Image\n"
+            "before = Image.MAX_IMAGE_PIXELS\n"
+            "import resclassify, resclassify.images, resclassify.pipeline, resclassify.cli\n"
+            "print(before, Image.MAX_IMAGE_PIXELS)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == [str(PILLOW_DEFAULT_LIMIT)] * 2, result.stderr
+
+
+def test_other_code_keeps_pillows_refusal_while_max_pixels_lifts_ours(tmp_path):
+    bomb = _png_header_only(tmp_path / "bomb.png", 20000, 10000)  # 200 megapixels, header only
+    with pytest.raises(ImageError, match="over the limit of 178,956,970"):
+        load_image(bomb, CENTER)
+    # Raised past Pillow's limit, --max-pixels lets the header through to decoding (which then
+    # finds no pixel data), and Pillow's own limit is back in place afterwards.
+    with pytest.raises(ImageError) as caught:
+        load_image(bomb, CENTER, max_pixels=300_000_000)
+    assert "over the limit" not in str(caught.value) and "cannot decode image" in str(caught.value)
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_LIMIT
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(bomb)
+
+
+def test_an_image_over_pillows_limit_decodes_when_max_pixels_allows_it(tmp_path, monkeypatch):
+    # Pillow's limit made small, so that a small image is "over" it (twice 60,000 pixels; still
+    # over the 224x224 crop, which Pillow checks too).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60_000)
+    path = save_image(tmp_path / "photo.png", size=(400, 400))
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+    assert load_image(path, CENTER, max_pixels=10**6).shape == (224, 224, 3)
+    with pytest.raises(ImageError, match=r"image is 400x400 = 160,000 pixels, over the limit of 100,000"):
+        load_image(path, CENTER, max_pixels=100_000)
+    assert Image.MAX_IMAGE_PIXELS == 60_000
+
+
+def test_ten_crop_of_an_extreme_strip_resizes_each_crop_box_only(tmp_path):
+    # 3000x10: resized whole it would be 76800x256; each of the five crops is made from its own box.
+    pixels = np.full((10, 3000, 3), 128, dtype=np.uint8)
+    pixels[:, :100] = (255, 0, 0)
+    pixels[:, 1450:1550] = (0, 255, 0)
+    pixels[:, -100:] = (0, 0, 255)
+    path = tmp_path / "strip.png"
+    Image.fromarray(pixels).save(path)
+    views = load_image(path, resolve_preprocessing(tta="ten-crop"))
+    assert views.shape == (10, 224, 224, 3)
+    colours = [np.unique(view.reshape(-1, 3), axis=0).tolist() for view in views]
+    red, green, blue = [[255, 0, 0]], [[0, 255, 0]], [[0, 0, 255]]
+    # Top-left, top-right, bottom-left, bottom-right, centre; then their mirror images.
+    assert colours == [red, blue, red, blue, green] * 2
