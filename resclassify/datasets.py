@@ -5,11 +5,12 @@ import difflib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DatasetError, InputError
-from .images import IMAGE_EXTENSIONS
+from .images import IMAGE_EXTENSIONS, file_error_reason
 
 
 def is_image_file(name):
@@ -17,31 +18,127 @@ def is_image_file(name):
 
 
 def find_images(folder):
-    """Image files under folder, recursively, hidden entries skipped, in sorted order."""
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and is_image_file(name):
-                found.append(os.path.join(root, name))
-    # os.walk visits a folder's files before its subfolders; sort the whole list so that
-    # "a/b.jpg" and "a/b/c.jpg" come in the order a user sees in `ls -R | sort`.
-    found.sort()
-    return found
+    """Image files under folder, recursively, hidden entries skipped, in sorted order (see walk_images)."""
+    return walk_images(folder).paths
 
 
-def expand_inputs(inputs, stdin=None):
+@dataclass
+class FolderWalk:
+    """What walk_images found: image paths in sorted order, and the entries it did not follow (Skipped)."""
+
+    paths: list
+    skipped: list
+
+
+LINK_LOOP = "symbolic link loop, not followed"
+LINK_TO_SEARCHED_FOLDER = "symbolic link to a folder already searched, not followed"
+
+
+def walk_images(folder):
+    """Image files under folder, recursively, hidden entries skipped, each real folder searched once.
+
+    Real subfolders are searched first, so every image keeps its own path; then each symbolic link
+    to a folder is followed, unless it leads to a folder already searched or to one that contains
+    it (a loop): those are skipped and listed, as are broken links and folders that cannot be read.
+    A file whose name looks like an image is listed whatever it is (a broken link, a FIFO):
+    load_image says what is wrong with it, so it gets an error record rather than vanishing.
+    """
+    folder = str(folder)
+    root_real = os.path.realpath(folder)
+    seen = {_folder_key(folder)}
+    paths, links, skipped = [], [], []
+
+    def search(top):
+        stack = [top]
+        while stack:
+            current = stack.pop()
+            try:
+                with os.scandir(current) as scan:
+                    entries = sorted(scan, key=lambda entry: entry.name)
+            except OSError as exc:
+                skipped.append(Skipped(current, f"folder not searched: {file_error_reason(exc, current)}"))
+                continue
+            subfolders = []
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                kind = _entry_kind(entry)
+                if kind == "folder":
+                    subfolders.append(entry.path)
+                elif kind == "folder link":
+                    links.append(entry.path)
+                elif is_image_file(entry.name):
+                    paths.append(entry.path)
+                elif kind is not None:  # a broken link that might have been a folder
+                    skipped.append(Skipped(entry.path, f"{kind}, not followed"))
+            for path in reversed(subfolders):
+                key = _folder_key(path)
+                if key is not None and key not in seen:
+                    seen.add(key)
+                    stack.append(path)
+
+    search(folder)
+    while links:
+        link = links.pop(0)
+        key = _folder_key(link)
+        if key is None:
+            continue  # gone since it was listed
+        target = os.path.realpath(link)
+        if _contains(target, root_real) or _contains(target, os.path.realpath(os.path.dirname(link))):
+            skipped.append(Skipped(link, LINK_LOOP))
+        elif key in seen:
+            skipped.append(Skipped(link, LINK_TO_SEARCHED_FOLDER))
+        else:
+            seen.add(key)
+            search(link)
+    # Sorted as a whole, so that "a/b.jpg" and "a/b/c.jpg" come in the order a user sees in
+    # `ls -R | sort`, and images found through links fall in place.
+    paths.sort()
+    skipped.sort(key=lambda entry: entry.path)
+    return FolderWalk(paths, skipped)
+
+
+def _entry_kind(entry):
+    """'folder', 'folder link', None for anything else that exists, or a broken link's reason."""
+    try:
+        if entry.is_dir():
+            return "folder link" if entry.is_symlink() else "folder"
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            return "broken symbolic link"
+        return None
+    except OSError as exc:  # a symbolic link loop
+        return file_error_reason(exc, entry.path)
+
+
+def _folder_key(path):
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _contains(outer, inner):
+    """Whether real path outer is inner or one of its parents."""
+    return os.path.commonpath([outer, inner]) == outer
+
+
+def expand_inputs(inputs, stdin=None, on_skip=None):
     """The command's INPUT arguments as a list of image paths, with an InputError in place of each bad one.
 
-    A folder becomes its images; "-" becomes the paths listed on stdin, one a line.
+    A folder becomes its images (walk_images; on_skip(Skipped) hears of each entry not followed);
+    "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are).
     """
     items = []
     for argument in inputs:
         if argument == "-":
-            lines = (line.rstrip("\r\n") for line in (stdin if stdin is not None else []))
-            items.extend(_expand_path(line) for line in lines if line.strip())
+            lines = [os.fsdecode(line).rstrip("\r\n") for line in (stdin if stdin is not None else [])]
+            paths = [line for line in lines if line.strip()]
+            if not paths:
+                items.append([InputError("-", "no paths on stdin")])
+            items.extend(_expand_path(path, on_skip) for path in paths)
         else:
-            items.append(_expand_path(argument))
+            items.append(_expand_path(argument, on_skip))
     return [item for group in items for item in group]
 
 
@@ -50,13 +147,18 @@ def input_path(item):
     return item.path if isinstance(item, InputError) else item
 
 
-def _expand_path(path):
-    if os.path.isdir(path):
-        images = find_images(path)
-        return images or [InputError(path, "no image files found in this folder")]
-    if not os.path.exists(path):
-        return [InputError(path, "no such file or directory")]
-    return [path]
+def _expand_path(path, on_skip):
+    try:
+        is_folder = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        return [InputError(path, file_error_reason(exc, path))]
+    if not is_folder:
+        return [path]  # load_image refuses anything but a regular file, without opening it
+    walk = walk_images(path)
+    for skipped in walk.skipped:
+        if on_skip is not None:
+            on_skip(skipped)
+    return walk.paths or [InputError(path, "no image files found in this folder")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +211,10 @@ class GroundTruth:
     labels_without_image: dict = field(default_factory=dict)
     labels_file: str = None
     real_labels_file: str = None
+    # Folders and links under folder that were not searched (walk_images), and why.
+    not_followed: list = field(default_factory=list)
+    # Class folders that name one class: [{"index", "wnid", "label", "folders": [...]}], counted together.
+    merged_class_folders: list = field(default_factory=list)
 
 
 class ClassNameError(ValueError):
@@ -170,11 +276,13 @@ def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=N
     folder = str(folder)
     if not os.path.isdir(folder):
         raise DatasetError(f"{folder}: not a folder")
-    paths = find_images(folder)
+    walk = walk_images(folder)
+    paths = walk.paths
     if labels_file is not None:
         truth = _from_labels_file(folder, paths, str(labels_file), classes)
     else:
         truth = _from_class_folders(folder, paths, classes)
+    truth.not_followed = walk.skipped
     if real_labels_file is not None:
         _apply_real_labels(truth, str(real_labels_file), classes)
     if not truth.images:
@@ -186,8 +294,9 @@ def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=N
 
 
 def _from_class_folders(folder, paths, classes):
-    class_folders = sorted(entry.name for entry in os.scandir(folder)
-                           if not entry.name.startswith(".") and entry.is_dir())
+    with os.scandir(folder) as scan:
+        class_folders = sorted(entry.name for entry in scan
+                               if not entry.name.startswith(".") and _entry_kind(entry) in ("folder", "folder link"))
     if not class_folders:
         raise DatasetError(f"{folder}: no class folders in it, and no --labels FILE; put each class's images in "
                            f"a folder named by WordNet id, Keras label or index, or pass --labels")
@@ -202,13 +311,31 @@ def _from_class_folders(folder, paths, classes):
     for path in paths:
         parts = Path(os.path.relpath(path, folder)).parts
         if len(parts) == 1:
-            skipped.append(Skipped(path, "not in a class folder"))
-        else:
+            skipped.append(Skipped(path, _top_level_reason(path)))
+        elif parts[0] in index_of_folder:
             images.append(LabelledImage(path, index_of_folder[parts[0]]))
     readable = {"wnid": "WordNet ids", "label": "Keras labels", "index": "class indices"}
     names = [readable[k] for k in ("wnid", "label", "index") if k in kinds]
     layout = "class folders named by " + (" and ".join(names) if len(names) < 3 else f"{names[0]}, {names[1]} and {names[2]}")
-    return GroundTruth(folder, layout, images, found=len(paths), skipped=skipped)
+    folders_of_class = {}
+    for name in class_folders:
+        folders_of_class.setdefault(index_of_folder[name], []).append(name)
+    merged = [{**_class_fields(classes, index), "folders": names}
+              for index, names in sorted(folders_of_class.items()) if len(names) > 1]
+    return GroundTruth(folder, layout, images, found=len(paths), skipped=skipped, merged_class_folders=merged)
+
+
+def _top_level_reason(path):
+    # An image file directly in FOLDER is skipped; a broken link there is named for what it is.
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return file_error_reason(exc, path)
+    return "not in a class folder"
+
+
+def _class_fields(classes, index):
+    return {"index": index, "wnid": classes.wnid(index), "label": classes.labels[index]}
 
 
 def _from_labels_file(folder, paths, labels_file, classes):

@@ -101,13 +101,15 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
     if on_confusion_matrix is not None:
         on_confusion_matrix(tally.accuracy.confusion_matrix())
     skipped_reasons = {}
-    for skipped in ground_truth.skipped:
+    # Images left out, then folders and links not searched (their reasons say so: "..., not followed").
+    for skipped in ground_truth.skipped + ground_truth.not_followed:
         skipped_reasons.setdefault(skipped.reason, []).append(skipped.path)
     return _report(
         tally,
         folder=ground_truth.folder,
         ground_truth={"layout": ground_truth.layout, "labels_file": ground_truth.labels_file,
-                      "real_labels_file": ground_truth.real_labels_file},
+                      "real_labels_file": ground_truth.real_labels_file,
+                      "merged_class_folders": ground_truth.merged_class_folders},
         model={"name": model.name, "arch": model.arch, "weights": model.weights, "backend": model.backend,
                "device": _device(model, engine), "precision": model.precision, "classes": len(model.classes)},
         preprocessing=preprocessing,

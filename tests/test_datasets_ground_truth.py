@@ -313,3 +313,48 @@ def test_nothing_to_evaluate(tmp_path):
         find_ground_truth(folder, labels)
     assert str(caught.value) == (f"{folder}: nothing to evaluate: 1 image files found, none labelled "
                                  f"(first: {folder / 'a.jpg'}: no label in the labels file)")
+
+
+def test_a_class_folder_linking_back_up_does_not_count_other_classes_as_its_own(tmp_path):
+    touch(tmp_path / "tabby" / "a.jpg")
+    touch(tmp_path / "tiger_cat" / "b.jpg")
+    touch(tmp_path / "Persian_cat" / "c.jpg")
+    (tmp_path / "tabby" / "up").symlink_to("..")
+    (tmp_path / "tabby" / "cousin").symlink_to("../tiger_cat")
+    truth = find_ground_truth(tmp_path)
+    assert truth_pairs(truth, tmp_path) == [("Persian_cat/c.jpg", 283), ("tabby/a.jpg", 281), ("tiger_cat/b.jpg", 282)]
+    assert truth.found == 3
+    assert [(s.path, s.reason) for s in truth.not_followed] == [
+        (str(tmp_path / "tabby" / "cousin"), "symbolic link to a folder already searched, not followed"),
+        (str(tmp_path / "tabby" / "up"), "symbolic link loop, not followed")]
+
+
+def test_a_class_folder_that_is_a_link_is_searched(tmp_path):
+    touch(tmp_path / "store" / "cats" / "a.jpg")
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "n02123045").symlink_to(tmp_path / "store" / "cats")
+    truth = find_ground_truth(tmp_path / "val")
+    assert truth_pairs(truth, tmp_path / "val") == [("n02123045/a.jpg", 281)]
+    assert truth.not_followed == []
+
+
+def test_a_symbolic_link_loop_at_the_top_is_skipped_and_named(tmp_path):
+    touch(tmp_path / "tabby" / "a.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    (tmp_path / "n01440764").symlink_to("n01440764")  # meant to be a class folder
+    truth = find_ground_truth(tmp_path)
+    assert truth_pairs(truth, tmp_path) == [("tabby/a.jpg", 281)]
+    assert [(s.path, s.reason) for s in truth.skipped] == [(str(tmp_path / "loop.jpg"), "symbolic link loop")]
+    assert [(s.path, s.reason) for s in truth.not_followed] == [
+        (str(tmp_path / "n01440764"), "symbolic link loop, not followed")]
+
+
+def test_class_folders_naming_one_class_are_merged_with_a_note(tmp_path):
+    touch(tmp_path / "n02123045" / "a.jpg")
+    touch(tmp_path / "tabby" / "b.jpg")
+    touch(tmp_path / "281" / "c.jpg")
+    touch(tmp_path / "tiger_cat" / "d.jpg")
+    truth = find_ground_truth(tmp_path)
+    assert [index for _, index in truth_pairs(truth, tmp_path)] == [281, 281, 281, 282]
+    assert truth.merged_class_folders == [
+        {"index": 281, "wnid": "n02123045", "label": "tabby", "folders": ["281", "n02123045", "tabby"]}]
