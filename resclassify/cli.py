@@ -5,6 +5,7 @@ import functools
 import itertools
 import os
 import sys
+import warnings
 
 import click
 
@@ -14,9 +15,15 @@ from .config import (ARCH_CHOICES, BACKEND_CHOICES, DECODING_CHOICES, DEFAULT_AR
                      PREPROCESS_CHOICES, TTA_CHOICES)
 from .errors import PreprocessingError, ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
-from .output import file_extensions, file_format, formats, json_format, json_help
+from .output import GuardedStream, display_path, file_extensions, file_format, formats, json_format, json_help
 
 DEBUG_VARIABLE = "RESCLASSIFY_DEBUG"
+# The shell's status for a command ended by Ctrl-C (128 + SIGINT).
+INTERRUPTED_STATUS = 130
+
+
+class Interrupted(Exception):
+    """Ctrl-C reached a command; main() ends the process with status 130."""
 
 
 def debug_requested():
@@ -53,6 +60,9 @@ def reports_errors(command):
             if debug_requested():
                 raise
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:
+            # Not Click's "Aborted!" and status 1: main() ends the process with 130 at once.
+            raise Interrupted() from None
 
     return wrapper
 
@@ -77,7 +87,8 @@ def model_options(command):
         click.option("--classes", "classes_path", type=click.Path(dir_okay=False), default=None,
                      help="Class names for the model's outputs: one label per line, or a TSV/CSV with "
                           "a label column (and optional index, wnid columns)."),
-        click.option("--offline", is_flag=True, envvar="RESCLASSIFY_OFFLINE",
+        # RESCLASSIFY_OFFLINE is read where downloads happen (weights.py), so errors can say which one it was.
+        click.option("--offline", is_flag=True,
                      help="Never touch the network; missing weights are an error. Also RESCLASSIFY_OFFLINE=1."),
         click.option("--preprocess", type=click.Choice(PREPROCESS_CHOICES), default="center-crop",
                      show_default=True,
@@ -252,8 +263,9 @@ def earlier_records(path, paths, identity):
 
 
 def open_for_appending(path):
+    """The file, opened to add records (--resume), as a GuardedStream: a full disk names it."""
     try:
-        return open(path, "a", encoding="utf-8", newline="")
+        return GuardedStream(open(path, "a", encoding="utf-8", newline=""), path)
     except OSError as exc:
         raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
@@ -294,20 +306,34 @@ def format_options(kind):
 
     def decorate(command):
         command = click.option("--json", "as_json", is_flag=True, help=json_help(kind))(command)
-        return click.option("--format", "format_name", type=click.Choice(formats(kind)), default="table",
-                            show_default=True, help="Output format on stdout.")(command)
+        # No default here, so that chosen_format can tell --format table given from not given.
+        return click.option("--format", "format_name", type=click.Choice(formats(kind)), default=None,
+                            show_default=DEFAULT_FORMAT, help="Output format on stdout.")(command)
 
     return decorate
 
 
+DEFAULT_FORMAT = "table"
+
+
 def chosen_format(kind, format_name, as_json):
-    return json_format(kind) if as_json else format_name
+    """The format asked for; --json with another --format is a usage error, not a silent pick."""
+    if as_json:
+        if format_name not in (None, json_format(kind)):
+            raise click.UsageError(f"--json is short for --format {json_format(kind)}; it does not go with "
+                                   f"--format {format_name}")
+        return json_format(kind)
+    return format_name or DEFAULT_FORMAT
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="resclassify")
 def cli():
     """Classify images with Keras's ImageNet ResNets, or your own Keras model, and measure top-1/top-5 error."""
+    from PIL import Image
+
+    # Pillow warns about images over 89 megapixels; --max-pixels is our limit, refused with our message.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def suffixed_file_option(name, suffix, help_text):
@@ -383,7 +409,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     \b
     Examples:
       resclassify predict sample_images/cat.jpg
-      find photos -name '*.jpg' | resclassify predict --json - | jq .predictions[0].label
+      find photos -name '*.jpg' | resclassify predict --json - | jq '.predictions[0].label'
       resclassify predict --arch resnet152v2 photos/
       resclassify predict --model flowers.keras --classes flowers.txt photos/
       resclassify predict photos/ --shard 3/8 --output labels-3.jsonl --resume
@@ -393,6 +419,13 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     from .datasets import expand_inputs, input_path
     from .output import open_file_writer, open_writer
     from .pipeline import count_images
+
+    output_format = chosen_format("predictions", format_name, as_json)  # a clash is a usage error, at once
+    quiet = options["quiet"]
+
+    def on_skip(skipped):
+        if not quiet:
+            report_warning(f"{display_path(skipped.path)}: {skipped.reason}")
 
     check_resume_options(output, "--output", resume, force)
     check_preprocessing_options(**options)
@@ -407,7 +440,9 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     elif output is not None:
         check_can_write(output, True)
     engine = chosen_engine(engine, ray_address, options)
-    items = expand_inputs(inputs, sys.stdin if "-" in inputs else None)
+    # Paths on stdin are bytes, as file names are: a name that is not UTF-8 still reaches its file.
+    stdin = getattr(sys.stdin, "buffer", sys.stdin) if "-" in inputs else None
+    items = expand_inputs(inputs, stdin, on_skip=on_skip)
     if shard is not None:
         items = shard.take(items, key=input_path)
     with contextlib.ExitStack() as stack:
@@ -437,7 +472,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
         writers = []
         if output is None or format_given or sys.stdout.isatty():
             about = describe_run(model, preprocessing, getattr(decoder, "plan", None), network_threads(options))
-            writers.append(open_writer("predictions", chosen_format("predictions", format_name, as_json), sys.stdout,
+            writers.append(open_writer("predictions", output_format, GuardedStream(sys.stdout, "stdout"),
                                        about=about))
         if output is not None:
             stream = stack.enter_context(open_for_appending(output) if resume else open_for_writing(output, force))
@@ -452,12 +487,17 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
                            on_probabilities=probabilities.write if probabilities else None)
         # closing: a Ctrl-C here stops the decode workers now, not when the traceback is collected.
         with contextlib.closing(records):
-            for record in records:
-                if "error" in record:
-                    failed += 1
-                    report_error(f"{record['path']}: {record['error']}")
+            try:
+                for record in records:
+                    if "error" in record:
+                        failed += 1
+                        report_error(f"{display_path(record['path'])}: {record['error']}")
+                    for writer in writers:
+                        writer.write(record)
+            except KeyboardInterrupt:
                 for writer in writers:
-                    writer.write(record)
+                    writer.close()  # what was written stays valid (a JSON array gets its closing bracket)
+                raise
         for writer in writers:
             writer.close()
     if failed:
@@ -516,9 +556,10 @@ def check_can_write(path, force):
 
 
 def open_for_writing(path, force):
+    """The file, opened for writing as a GuardedStream: a full disk is an error that names it."""
     try:
         # "x" rather than "w" without --force: a file that appeared since the check is kept.
-        return open(path, "w" if force else "x", encoding="utf-8", newline="")
+        return GuardedStream(open(path, "w" if force else "x", encoding="utf-8", newline=""), path)
     except FileExistsError:
         raise CommandError(f"{path}: already exists; pass --force to overwrite it") from None
     except OSError as exc:
@@ -686,7 +727,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
             if collector is not None:
                 collector.add(record)
             if "error" in record:
-                progress.line(f"resclassify: error: {record['path']}: {record['error']}")
+                progress.line(f"resclassify: error: {display_path(record['path'])}: {record['error']}")
             for writer, convert in writers:
                 row = convert(record) if convert else record
                 if row is not None:
@@ -749,7 +790,7 @@ def report_from_files(files, report_format, misclassified_out, report_path, repo
                     writer.write(row)
             writer.close()
     for failure in report["failed"]:
-        report_error(f"{failure['path']}: {failure['error']}")
+        report_error(f"{display_path(failure['path'])}: {failure['error']}")
     run_count = report["images"]["evaluated"] + report["images"]["failed"]
     finish_evaluation(report, report_format, fail_under, ctx.params["quiet"], run_count, report_path, collector, force)
 
@@ -759,7 +800,7 @@ def finish_evaluation(report, report_format, fail_under, quiet, run_count, repor
     """Print the report (and write the HTML page); exit 1 when images failed or top-1 is under --fail-under."""
     from .output import open_writer
 
-    writer = open_writer("report", report_format, sys.stdout)
+    writer = open_writer("report", report_format, GuardedStream(sys.stdout, "stdout"))
     writer.write(report)
     writer.close()
     if report_path:
@@ -829,10 +870,16 @@ def warn_about_unmatched(truth):
 
     by_reason = {}
     for skipped in truth.skipped:
-        by_reason.setdefault(skipped.reason, []).append(skipped.path)
+        by_reason.setdefault(skipped.reason, []).append(display_path(skipped.path))
     for reason, paths in by_reason.items():
         report_warning(f"{len(paths)} image{'s' if len(paths) != 1 else ''} skipped, {reason}: "
                        f"{first_few(paths, FIRST_FEW)}")
+    for skipped in truth.not_followed:
+        report_warning(f"{display_path(skipped.path)}: {skipped.reason}")
+    for merged in truth.merged_class_folders:
+        folders = [display_path(name) for name in merged["folders"]]
+        report_warning(f"class folders {', '.join(folders[:-1])} and {folders[-1]} all name class {merged['index']} "
+                       f"({merged['label']}, {merged['wnid']}); their images are counted together")
     for source, names in truth.labels_without_image.items():
         report_warning(f"{source}: {len(names)} label{'s' if len(names) != 1 else ''} with no image: "
                        f"{first_few(names, FIRST_FEW)}")
@@ -967,15 +1014,56 @@ def weights_verify(file, arch, verbose):
 
 def main():
     """Console-script entry point: no traceback reaches the user unless RESCLASSIFY_DEBUG=1."""
+    # Every write to stdout, click.echo's included, names the stream when it fails (a full disk).
+    original_stdout = sys.stdout
+    stdout = sys.stdout = GuardedStream(original_stdout, "stdout")
     try:
-        cli(prog_name="resclassify")
+        # Not standalone: Click would turn Ctrl-C into "Aborted!" and status 1.
+        status = cli.main(prog_name="resclassify", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort as exc:
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            raise
+        _end_interrupted()
+    except (Interrupted, KeyboardInterrupt):
+        _end_interrupted()
     except BrokenPipeError:
         # The reader (head, jq) went away: stop quietly, as other Unix tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        stdout.failed = True
+        sys.exit(1)
+    except ResclassifyError as exc:  # from a command without reports_errors (an OutputError)
+        if debug_requested():
+            raise
+        report_error(str(exc))
         sys.exit(1)
     except Exception as exc:
         if debug_requested():
             raise
         report_error(f"internal error: {type(exc).__name__}: {exc} (set {DEBUG_VARIABLE}=1 for the traceback)")
         sys.exit(1)
+    finally:
+        sys.stdout = original_stdout
+        if stdout.failed:
+            # Whatever stdout still holds cannot be written: drop it, so that Python's own flush
+            # at exit does not add an "Exception ignored" trace to the error already shown.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, original_stdout.fileno())
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _end_interrupted():
+    """Ctrl-C: end now with status 130, without waiting for a network batch or a decode still
+    running on another thread. What was written is already whole: each record is written and
+    flushed in one piece, and record files were closed on the way out."""
+    _flush_standard_streams()
+    os._exit(INTERRUPTED_STATUS)
+
+
+def _flush_standard_streams():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass

@@ -172,18 +172,20 @@ def ordered_map(function, items, workers, ahead):
     Pillow releases the GIL while decoding, so threads decode in parallel with each other and
     with the network; the bounded window keeps memory flat however many items there are.
     """
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resclassify-decode") as pool:
-        pending = collections.deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(function, item))
-                if len(pending) >= ahead:
-                    yield pending.popleft().result()
-            while pending:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="resclassify-decode")
+    pending = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= ahead:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # Without waiting: when the caller stops early (Ctrl-C, an error writing the output),
+        # nothing queued starts, and a decode still running (a hung network file system, say)
+        # does not hold the caller up.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _decode_here(item, preprocessing, max_pixels):

@@ -59,3 +59,7 @@ class PreprocessingError(ChoiceError):
     def __init__(self, message, option=None):
         super().__init__(message)
         self.option = option
+
+
+class OutputError(ResclassifyError):
+    """Results could not be written to a file or stream (a full disk, a closed pipe's cousins)."""

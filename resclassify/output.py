@@ -5,14 +5,136 @@ of records (predict: one per image; weights list: one per model) writes JSON Lin
 line, as the records come; a command that writes one report (eval) writes one JSON object.
 """
 
+import base64
 import csv
 import functools
 import io
 import json
 import os
+import re
 import time
 
+from .errors import OutputError
 from .records import LABEL_SEPARATOR, LIST_SEPARATOR, PREDICT_CSV_COLUMNS, eval_csv_columns
+
+# ---------------------------------------------------------------------------------------------
+# Streams and names: a write that fails says which file; a file name that is not text is shown
+# so that it can be seen (table, stderr) or recovered (JSON).
+
+
+class GuardedStream:
+    """A text stream whose write errors name it: "stdout: cannot write: No space left on device".
+
+    A closed pipe stays a BrokenPipeError (the reader went away: not an error worth a line).
+    After a failure, closing the stream drops what it still holds instead of failing again.
+    """
+
+    def __init__(self, stream, name):
+        self.stream = stream
+        self.name = name
+        self.failed = False
+
+    def _guard(self, operation, *args):
+        try:
+            return operation(*args)
+        except BrokenPipeError:
+            self.failed = True
+            raise
+        except OSError as exc:
+            self.failed = True
+            raise OutputError(f"{display_path(self.name)}: cannot write: {exc.strerror or exc}") from None
+
+    def write(self, text):
+        return self._guard(self.stream.write, text)
+
+    def flush(self):
+        return self._guard(self.stream.flush)
+
+    def close(self):
+        try:
+            self.stream.close()
+        except OSError:
+            if not self.failed:
+                self.failed = True
+                raise OutputError(f"{display_path(self.name)}: cannot write: disk full or I/O error") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+# What a file name may hold that a terminal line or a text format cannot show as it is: control
+# characters (a newline would split the line) and the lone surrogates Python uses for bytes that
+# are not UTF-8 (os.fsdecode).
+_NOT_SHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def display_path(path):
+    """A path as one printable line: control characters and undecodable bytes as backslash escapes.
+
+    "a\nb.jpg" shows as a\\nb.jpg, the byte 0xE9 of a Latin-1 name as \\xe9. Names that need no
+    escape are shown as they are; in one that does, a backslash is doubled, so it reads one way.
+    """
+    path = str(path)
+    if not _NOT_SHOWABLE.search(path):
+        return path
+    shown = []
+    for character in path:
+        code = ord(character)
+        if character == "\\":
+            shown.append("\\\\")
+        elif character in _SHORT_ESCAPES:
+            shown.append(_SHORT_ESCAPES[character])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, as os.fsdecode keeps it
+            shown.append(f"\\x{code - 0xDC00:02x}")
+        elif _NOT_SHOWABLE.match(character):
+            shown.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            shown.append(character)
+    return "".join(shown)
+
+
+def _is_text(value):
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text_safe(value):
+    """value with every string made valid UTF-8: bytes that were not UTF-8 become U+FFFD."""
+    if isinstance(value, str):
+        return value if _is_text(value) else value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {key: text_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [text_safe(item) for item in value]
+    return value
+
+
+def json_record(record):
+    """A record ready for JSON: valid UTF-8 throughout; a path whose name is not UTF-8 keeps its
+    exact bytes in path_base64, right after path (which shows them as U+FFFD)."""
+    path = record.get("path")
+    if isinstance(path, str) and not _is_text(path):
+        raw = os.fsencode(path)
+        fields = {}
+        for key, value in record.items():
+            fields[key] = value
+            if key == "path":
+                fields["path_base64"] = base64.b64encode(raw).decode("ascii")
+        record = fields
+    return text_safe(record)
 
 
 class TableWriter:
@@ -36,8 +158,10 @@ class TableWriter:
             self.console.print(self.about, style="dim", markup=False, soft_wrap=True)
             self.about = None
         with_wnids = any(p.get("wnid") for p in record["predictions"])
-        # The path on a line of its own, never wrapped or padded, so it can be copied whole.
-        self.console.print(record["path"], style="bold", markup=False, highlight=False, soft_wrap=True)
+        # The path on a line of its own, never wrapped or padded, so it can be copied whole;
+        # a newline or an undecodable byte in the name is shown escaped, on the same line.
+        self.console.print(display_path(record["path"]), style="bold", markup=False, highlight=False,
+                           soft_wrap=True)
         table = Table()
         table.add_column("#", justify="right")
         table.add_column("label", style="cyan")
@@ -60,7 +184,7 @@ class JsonLinesWriter:
         self.stream = stream
 
     def write(self, record):
-        self.stream.write(json.dumps(record, allow_nan=False) + "\n")
+        self.stream.write(json.dumps(json_record(record), allow_nan=False) + "\n")
         self.stream.flush()
 
     def close(self):
@@ -75,7 +199,7 @@ class JsonArrayWriter:
         self.count = 0
 
     def write(self, record):
-        self.stream.write(("[\n" if self.count == 0 else ",\n") + json.dumps(record, allow_nan=False))
+        self.stream.write(("[\n" if self.count == 0 else ",\n") + json.dumps(json_record(record), allow_nan=False))
         self.stream.flush()
         self.count += 1
 
@@ -104,6 +228,7 @@ class CsvWriter:
             csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n").writeheader()
 
     def write(self, record):
+        record = text_safe(record)
         # All of an image's rows in one write, so a killed run leaves at most one image half-written.
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n")
@@ -143,6 +268,7 @@ class PredictionsCsvWriter:
             self.writer.writeheader()
 
     def write(self, record):
+        record = text_safe(record)
         true = record["true"]
         row = {"path": record["path"], "true_index": true["index"], "true_wnid": true["wnid"],
                "true_label": true["label"], "error": record.get("error", ""), "model": record.get("model"),
@@ -176,7 +302,7 @@ class FlatCsvWriter:
 
     def write(self, record):
         self.writer.writerow({key: _joined(value) if isinstance(value, list) else value
-                              for key, value in record.items()})
+                              for key, value in text_safe(record).items()})
         self.stream.flush()
 
     def close(self):
@@ -304,8 +430,10 @@ def open_probabilities_writer(path, rows, classes, force=False):
 
 
 def write_json_report(report, stream):
-    """--json: the whole report as one JSON object."""
-    stream.write(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    """--json: the whole report as one JSON object (failed images as records, with path_base64 where needed)."""
+    if "failed" in report:
+        report = {**report, "failed": [json_record(record) for record in report["failed"]]}
+    stream.write(json.dumps(text_safe(report), indent=2, allow_nan=False) + "\n")
     stream.flush()
 
 
@@ -314,9 +442,14 @@ def _format_percent(value):
 
 
 def _and_more(first_few):
-    names = ", ".join(first_few["first"])
+    names = ", ".join(display_path(name) for name in first_few["first"])
     more = first_few["count"] - len(first_few["first"])
     return names + (f", and {more} more" if more > 0 else "")
+
+
+def _listed(names):
+    names = [display_path(name) for name in names]
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def _plural(count, word):
@@ -333,7 +466,7 @@ def summary_heading(report):
     files = report.get("prediction_files")
     if files:
         return f"Evaluation from {_plural(len(files), 'prediction file')}"
-    return f"Evaluation of {report['folder']}" if report.get("folder") else "Evaluation"
+    return f"Evaluation of {display_path(report['folder'])}" if report.get("folder") else "Evaluation"
 
 
 def summary_fields(report):
@@ -349,6 +482,9 @@ def summary_fields(report):
         fields = [("Files", ", ".join(files[:FIRST_FILES]) + more)]
     else:
         fields = [("Ground truth", report["ground_truth"]["layout"])]
+    for merged in report["ground_truth"].get("merged_class_folders") or []:
+        fields.append(("", f"class folders {_listed(merged['folders'])} all name {merged['index']} "
+                           f"{merged['label']}: counted together"))
     if report["ground_truth"]["labels_file"]:
         fields.append(("Labels file", report["ground_truth"]["labels_file"]))
     if report["ground_truth"]["real_labels_file"]:

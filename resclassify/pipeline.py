@@ -62,7 +62,8 @@ def _score(decoded_items, classifier, preprocessing, per_batch):
     # assembles the next and hands out the results of the last, so the network never waits
     # for the plumbing (about 4% of the wall time when it did).
     buffers = [np.empty((per_batch,) + tuple(preprocessing.array_shape), np.uint8) for _ in range(BATCH_BUFFERS)]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resclassify-network") as network:
+    network = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resclassify-network")
+    try:
         running = None
         waiting = []
         batches = 0
@@ -86,6 +87,10 @@ def _score(decoded_items, classifier, preprocessing, per_batch):
         if running is not None:
             yield from running.result()
         yield from submitted.result()
+    finally:
+        # Without waiting: when the caller stops early (Ctrl-C, an error writing the output),
+        # a batch still on the network does not hold it up.
+        network.shutdown(wait=False, cancel_futures=True)
 
 
 def _submit_batch(network, waiting, batch, classifier, preprocessing, per_batch):

@@ -385,3 +385,44 @@ def test_progress_bar_only_when_enabled():
         progress.advance()
         progress.line("resclassify: error: x.jpg: cannot identify image file")
     assert plain.getvalue() == "resclassify: error: x.jpg: cannot identify image file\n"
+
+
+def test_hostile_folder_links_fifos_loops_and_merged_class_folders(cli_run, weights_file, tmp_path):
+    import os
+
+    from conftest import save_image
+    from resclassify.output import print_eval_summary
+
+    data = tmp_path / "data"
+    for n, folder in enumerate(["n02123045", "tabby", "281", "tiger_cat"]):
+        save_image(data / folder / f"image{n}.jpg", seed=n, size=(64, 48), quality=90)
+    (data / "tabby" / "up").symlink_to("..")  # would count every other class's images as tabby
+    os.mkfifo(data / "tiger_cat" / "pipe.jpg")
+    (data / "loop.jpg").symlink_to("loop.jpg")
+    result = cli_run(*eval_args(weights_file, data, "--json"))
+    assert result.exit_code == 1  # the FIFO could not be read
+    report = json.loads(result.stdout)
+    assert report["images"] == {"found": 6, "labelled": 5, "limit": None, "not_run": 0, "evaluated": 4,
+                                "failed": 1, "skipped": 1}
+    assert report["failed"] == [{"path": str(data / "tiger_cat" / "pipe.jpg"),
+                                 "error": "not a regular file: a FIFO (named pipe)"}]
+    assert report["skipped"] == {
+        "symbolic link loop": {"count": 1, "first": [str(data / "loop.jpg")]},
+        "symbolic link loop, not followed": {"count": 1, "first": [str(data / "tabby" / "up")]},
+    }
+    assert report["ground_truth"]["merged_class_folders"] == [
+        {"index": 281, "wnid": "n02123045", "label": "tabby", "folders": ["281", "n02123045", "tabby"]}]
+    assert [(row["index"], row["images"]) for row in report["per_class"]] == [(281, 3), (282, 1)]
+    assert result.stderr.splitlines() == [
+        f"resclassify: warning: 1 image skipped, symbolic link loop: {data / 'loop.jpg'}",
+        f"resclassify: warning: {data / 'tabby' / 'up'}: symbolic link loop, not followed",
+        "resclassify: warning: class folders 281, n02123045 and tabby all name class 281 (tabby, n02123045); "
+        "their images are counted together",
+        f"resclassify: error: {data / 'tiger_cat' / 'pipe.jpg'}: not a regular file: a FIFO (named pipe)",
+        "resclassify: warning: 1 of 5 images could not be read; they are left out of the figures",
+    ]
+    summary = io.StringIO()
+    print_eval_summary(report, summary)
+    lines = summary.getvalue().splitlines()
+    assert f"{'':15}class folders 281, n02123045 and tabby all name 281 tabby: counted together" in lines
+    assert f"  skipped, symbolic link loop, not followed: 1 ({data / 'tabby' / 'up'})" in lines

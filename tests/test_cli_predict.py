@@ -303,3 +303,95 @@ def test_table_colours_only_on_a_terminal_and_never_with_no_color(monkeypatch):
     plain = Terminal()
     TableWriter(plain).write(record)
     assert "tabby" in plain.getvalue() and not colour.search(plain.getvalue())
+
+
+def test_hostile_inputs_each_get_their_reason_and_the_rest_is_classified(tmp_path, cli_run, weights_file):
+    import base64
+
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    good = save_image(photos / "good.jpg", seed=1, quality=90)
+    save_image(photos / "sub" / "nested.png", seed=2, size=(64, 48))
+    (photos / "sub" / "up").symlink_to("..")  # would multiply every input, for ever
+    (photos / "sub" / "up2").symlink_to("..")
+    os.mkfifo(photos / "pipe.jpg")  # no writer: opening it would block for ever
+    (photos / "loop.jpg").symlink_to("loop.jpg")
+    Image.new("RGB", (100000, 1), (255, 0, 0)).save(photos / "strip.png")  # 372 bytes, 100,000 pixels
+    Image.new("RGB", (1, 100000), (0, 255, 0)).save(photos / "tower.png")
+    latin1 = os.fsencode(photos) + b"/caf\xe9.jpg"  # a name that is not UTF-8
+    with open(latin1, "wb") as file:
+        file.write(good.read_bytes())
+    fifo_given = tmp_path / "given.jpg"
+    os.mkfifo(fifo_given)
+    fifo_listed = tmp_path / "listed.jpg"
+    os.mkfifo(fifo_listed)
+    loop_given = tmp_path / "loop_given.jpg"
+    loop_given.symlink_to("loop_given.jpg")
+
+    result = cli_run("predict", "--weights", weights_file, "--json", "-k", "1", photos, fifo_given, loop_given, "-",
+                     input=os.fsencode(fifo_listed) + b"\n")
+    assert result.exit_code == 1
+    records = jsonl(result.stdout)
+    by_name = {os.path.basename(r["path"]): r for r in records}
+    assert sorted(by_name) == sorted(["caf\ufffd.jpg", "good.jpg", "loop.jpg", "nested.png", "pipe.jpg", "strip.png",
+                                      "tower.png", "given.jpg", "loop_given.jpg", "listed.jpg"])
+    for name in ["good.jpg", "nested.png", "strip.png", "tower.png", "caf\ufffd.jpg"]:
+        assert len(by_name[name]["predictions"]) == 1
+    assert by_name["pipe.jpg"]["error"] == "not a regular file: a FIFO (named pipe)"
+    assert by_name["given.jpg"]["error"] == "not a regular file: a FIFO (named pipe)"
+    assert by_name["listed.jpg"]["error"] == "not a regular file: a FIFO (named pipe)"
+    assert by_name["loop.jpg"]["error"] == "symbolic link loop"
+    assert by_name["loop_given.jpg"]["error"] == "symbolic link loop"
+    # The name that is not UTF-8: valid JSON text, and its bytes recoverable.
+    odd = by_name["caf\ufffd.jpg"]
+    assert list(odd)[:2] == ["path", "path_base64"]
+    assert base64.b64decode(odd["path_base64"]) == latin1
+    assert by_name["caf\ufffd.jpg"]["predictions"] == by_name["good.jpg"]["predictions"]
+    assert result.stderr.splitlines() == [
+        f"resclassify: warning: {photos / 'sub' / 'up'}: symbolic link loop, not followed",
+        f"resclassify: warning: {photos / 'sub' / 'up2'}: symbolic link loop, not followed",
+        f"resclassify: error: {photos / 'loop.jpg'}: symbolic link loop",
+        f"resclassify: error: {photos / 'pipe.jpg'}: not a regular file: a FIFO (named pipe)",
+        f"resclassify: error: {fifo_given}: not a regular file: a FIFO (named pipe)",
+        f"resclassify: error: {loop_given}: symbolic link loop",
+        f"resclassify: error: {fifo_listed}: not a regular file: a FIFO (named pipe)",
+        "resclassify: warning: 5 of 10 inputs could not be classified",
+    ]
+
+
+def test_empty_stdin_is_an_error_like_an_empty_folder(cli_run, weights_file):
+    result = cli_run("predict", "--weights", weights_file, "--json", "-", input="")
+    assert result.exit_code == 1
+    assert jsonl(result.stdout) == [{"path": "-", "error": "no paths on stdin"}]
+    assert result.stderr.splitlines()[0] == "resclassify: error: -: no paths on stdin"
+
+
+def test_json_with_another_format_is_a_usage_error(cli_run, tmp_path):
+    for other in ("csv", "table", "json"):
+        result = cli_run("predict", "--json", "--format", other, "x.jpg")
+        assert result.exit_code == 2
+        assert f"--json is short for --format jsonl; it does not go with --format {other}" in result.stderr
+    # --json with --format jsonl says the same thing twice: fine (here it fails later, on the weights).
+    agreeing = cli_run("predict", "--json", "--format", "jsonl", "--weights", tmp_path / "none.h5", "x.jpg")
+    assert agreeing.exit_code == 1 and "no such file" in agreeing.stderr
+
+
+def test_a_newline_in_a_name_does_not_split_the_tables_path_line():
+    from resclassify.output import TableWriter
+
+    stream = io.StringIO()
+    record = {"path": "new\nline\\" + os.fsdecode(b"\xe9.jpg"), "predictions": [
+        {"rank": 1, "index": 281, "wnid": "n02123045", "label": "tabby", "probability": 0.5}]}
+    TableWriter(stream).write(record)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "new\\nline\\\\\\xe9.jpg"  # one line, every odd character escaped
+    assert "tabby" in stream.getvalue()
+
+
+def test_help_examples_quote_jq_filters(cli_run):
+    # Unquoted, zsh takes .predictions[0].label for a glob and stops with "no matches found".
+    texts = [cli_run(*command, "--help").stdout for command in (["predict"], ["eval"])]
+    texts.append((REPO / "README.md").read_text())
+    uses = [line for text in texts for line in text.splitlines() if "| jq " in line]
+    assert uses and all(re.search(r"\| jq (-\w+ )*'[^']+'", line) for line in uses), uses

@@ -1,10 +1,17 @@
-"""output.py's one table of formats: every kind of output, its writers, what --json stands for, record files."""
+"""output.py: the one table of formats, its writers, what --json stands for, record files; names that
+are not text, lines that must stay whole, writes that fail."""
 
+import base64
+import errno
 import io
+import json
+import os
 
 import pytest
 
-from resclassify.output import FORMATS, OUTPUTS, DownloadProgress, file_format, formats, json_format, open_writer
+from resclassify.errors import OutputError
+from resclassify.output import FORMATS, OUTPUTS, CsvWriter, DownloadProgress, GuardedStream, JsonLinesWriter, \
+    display_path, file_format, formats, json_format, json_record, open_writer, write_json_report
 
 
 def test_every_writer_is_under_a_format_of_the_one_list():
@@ -69,3 +76,72 @@ def test_download_progress_draws_what_the_library_reports_only_when_enabled():
     with DownloadProgress(quiet, enabled=False) as progress:
         progress("r50.h5", 0, None)
     assert quiet.getvalue() == ""
+
+
+LATIN1 = b"photos/caf\xe9.jpg"  # a name written by a Latin-1 system: not UTF-8
+
+
+def test_a_name_that_is_not_utf8_stays_valid_json_and_its_bytes_come_back():
+    path = os.fsdecode(LATIN1)  # how Python hands such a name over (os.listdir, sys.argv)
+    stream = io.StringIO()
+    JsonLinesWriter(stream).write({"path": path, "error": "cannot identify image file"})
+    line = stream.getvalue()
+    line.encode("utf-8", "strict")  # valid UTF-8 text, no lone surrogates
+    assert "\\udc" not in line
+    record = json.loads(line)
+    assert record == {"path": "photos/caf\ufffd.jpg", "path_base64": base64.b64encode(LATIN1).decode(),
+                      "error": "cannot identify image file"}
+    assert base64.b64decode(record["path_base64"]) == LATIN1  # the README's recipe
+    assert os.fsdecode(base64.b64decode(record["path_base64"])) == path
+
+
+def test_utf8_names_are_written_as_they_are():
+    assert json_record({"path": "photos/café.jpg", "error": "x"}) == {"path": "photos/café.jpg", "error": "x"}
+
+
+def test_csv_and_the_json_report_stay_text():
+    path = os.fsdecode(LATIN1)
+    stream = io.StringIO()
+    CsvWriter(stream).write({"path": path, "error": "cannot identify image file"})
+    assert stream.getvalue().splitlines()[1] == "photos/caf\ufffd.jpg,,,,,,,,cannot identify image file"
+    report = io.StringIO()
+    write_json_report({"folder": path, "failed": [{"path": path, "error": "x"}],
+                       "skipped": {"not in a class folder": {"count": 1, "first": [path]}}}, report)
+    parsed = json.loads(report.getvalue())
+    assert parsed["folder"] == "photos/caf\ufffd.jpg"
+    assert base64.b64decode(parsed["failed"][0]["path_base64"]) == LATIN1
+    assert parsed["skipped"]["not in a class folder"]["first"] == ["photos/caf\ufffd.jpg"]
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("plain/name.jpg", "plain/name.jpg"),
+    ("back\\slash.jpg", "back\\slash.jpg"),  # nothing to escape: shown as it is
+    ("new\nline.jpg", "new\\nline.jpg"),
+    ("tab\tand\\slash.jpg", "tab\\tand\\\\slash.jpg"),  # escaped names double their backslashes
+    (os.fsdecode(LATIN1), "photos/caf\\xe9.jpg"),
+    ("bell\x07.jpg", "bell\\x07.jpg"),
+])
+def test_display_path_keeps_a_name_on_one_printable_line(name, shown):
+    assert display_path(name) == shown
+
+
+class FullDisk(io.StringIO):
+    def flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_write_names_the_file_and_closing_does_not_fail_again():
+    stream = GuardedStream(FullDisk(), "run.jsonl")
+    with pytest.raises(OutputError) as caught:
+        JsonLinesWriter(stream).write({"path": "a.jpg", "error": "x"})
+    assert str(caught.value) == "run.jsonl: cannot write: No space left on device"
+    stream.close()  # what it holds is dropped; no second error
+
+
+def test_a_closed_pipe_stays_a_broken_pipe():
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        GuardedStream(Closed(), "stdout").write("x")
