@@ -959,12 +959,12 @@ def weights_download(models, quiet):
     MODEL is an architecture (resnet50, resnet152v2, ...) or all [default: resnet50]. A file
     already cached with the right md5 is not fetched again.
     """
-    from .weights import cached_state, official_file, offline_requested
+    from .weights import cached_state, official_file, offline_reason
 
     for known in _weights_arguments(models or (DEFAULT_ARCH,)):
         was_cached = cached_state(known)[0] == "cached"
         with download_progress(quiet) as progress:
-            path = official_file(known, offline=offline_requested(), progress=progress,
+            path = official_file(known, offline=offline_reason(), progress=progress,
                                  notice=None if quiet else report_warning)
         if not quiet:
             what = "already in the cache" if was_cached else "downloaded"

@@ -94,6 +94,18 @@ def offline_requested():
     return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def offline_reason(offline=False):
+    """What turned downloads off, as an error message names it ("--offline", "RESCLASSIFY_OFFLINE=1"),
+    or None when they are on. offline may already be such a reason."""
+    if isinstance(offline, str):
+        return offline
+    if offline:
+        return "--offline"
+    if offline_requested():
+        return f"{OFFLINE_VARIABLE}={os.environ[OFFLINE_VARIABLE].strip()}"
+    return None
+
+
 def mirror_base():
     return os.environ.get(MIRROR_VARIABLE, "").strip() or None
 
@@ -109,12 +121,13 @@ def resolve_weights(spec, arch="resnet50", *, offline=False, progress=None, noti
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a callable progress(file_name, bytes_done, bytes_total), not {progress!r}")
-    offline = offline or offline_requested()
+    offline = offline_reason(offline)
     if spec == "imagenet":
         known = KNOWN_WEIGHTS.get(arch)
         if known is None:
             raise WeightsError(f"no ImageNet weights are known for {arch}")
-        return official_file(known, offline=offline, progress=progress, notice=notice)
+        return official_file(known, offline=offline, progress=progress, notice=notice,
+                             alternative="pass --weights PATH")
     if spec.startswith(("http://", "https://")):
         return _url_file(spec, offline=offline, progress=progress, notice=notice)
     path = Path(spec).expanduser()
@@ -124,10 +137,13 @@ def resolve_weights(spec, arch="resnet50", *, offline=False, progress=None, noti
     return path
 
 
-def official_file(known, *, offline=False, progress=None, notice=None):
-    """Keras's ImageNet file for one architecture, from the cache or downloaded (from the mirror if set)."""
+def official_file(known, *, offline=False, progress=None, notice=None, alternative=None):
+    """Keras's ImageNet file for one architecture, from the cache or downloaded (from the mirror if set).
+
+    alternative, if given, is the other way out an error suggests ("pass --weights PATH").
+    """
     return _cached_or_download(known.url(mirror_base()), known.cache_path, "md5", known.md5,
-                               offline=offline, progress=progress, notice=notice)
+                               offline=offline, progress=progress, notice=notice, alternative=alternative)
 
 
 def _url_file(spec, *, offline, progress, notice):
@@ -145,10 +161,10 @@ def _url_file(spec, *, offline, progress, notice):
         # A mirror's copy of an official file: hold it to the official md5.
         algorithm, expected = "md5", known_by_file_name(name).md5
     return _cached_or_download(url, cache_dir() / name, algorithm, expected,
-                               offline=offline, progress=progress, notice=notice)
+                               offline=offline, progress=progress, notice=notice, alternative="pass --weights PATH")
 
 
-def _cached_or_download(url, target, algorithm, expected, *, offline, progress, notice):
+def _cached_or_download(url, target, algorithm, expected, *, offline, progress, notice, alternative=None):
     """The cached target if its hash is right; else one download, checked. Errors name the way out."""
     remove_stale_partials(target)
     damaged = None
@@ -160,11 +176,13 @@ def _cached_or_download(url, target, algorithm, expected, *, offline, progress, 
             return target
         damaged = f"{target} has {algorithm} {actual}, expected {expected}"
     hash_note = f" ({algorithm} {expected})" if expected else ""
+    offline = offline_reason(offline) if offline else None
+    or_else = f"; or {alternative}" if alternative else ""
     if offline:
         state = f"is damaged ({damaged})" if damaged else "is not in the cache"
         raise WeightsError(
-            f"{target.name} {state} and downloads are off (--offline): on a connected machine, fetch "
-            f"{url}{hash_note} and put it in {target.parent}; or pass --weights PATH"
+            f"{target.name} {state} and downloads are off ({offline}): on a connected machine, fetch "
+            f"{url}{hash_note} and put it in {target.parent}{or_else}"
         )
     if damaged and notice:
         notice(f"{damaged}; downloading it again")
@@ -173,8 +191,9 @@ def _cached_or_download(url, target, algorithm, expected, *, offline, progress, 
     except CacheNotWritable:
         raise
     except WeightsError as exc:
+        way_out = f", or {alternative}" if alternative else ""
         raise WeightsError(
-            f"{exc}; without the network, put {target.name}{hash_note} in {target.parent}, or pass --weights PATH"
+            f"{exc}; without the network, put {target.name}{hash_note} in {target.parent}{way_out}"
         ) from None
     return target
 

@@ -67,9 +67,23 @@ def test_offline_without_the_file_is_one_line(cli_run, mirror, image):
 
 
 def test_offline_variable(cli_run, mirror, image, monkeypatch):
-    monkeypatch.setenv("RESCLASSIFY_OFFLINE", "1")
+    monkeypatch.setenv("RESCLASSIFY_OFFLINE", "yes")
     result = cli_run("predict", image)
-    assert result.exit_code == 1 and "downloads are off" in result.stderr
+    # The error names what turned downloads off: here the variable, not an option never given.
+    assert result.exit_code == 1 and "downloads are off (RESCLASSIFY_OFFLINE=yes)" in one_error_line(result)
+    assert "--offline" not in result.stderr
+    assert mirror.requests == []
+    flag = cli_run("predict", "--offline", image)
+    assert "downloads are off (--offline)" in one_error_line(flag)
+
+
+def test_weights_download_offline_suggests_nothing_it_does_not_take(cli_run, mirror, monkeypatch):
+    monkeypatch.setenv("RESCLASSIFY_OFFLINE", "1")
+    result = cli_run("weights", "download", "resnet50")
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "downloads are off (RESCLASSIFY_OFFLINE=1)" in line and OFFICIAL_NAME in line
+    assert "--weights" not in line
     assert mirror.requests == []
 
 
@@ -211,6 +225,7 @@ def test_weights_download_failure_is_one_line(cli_run, weights_server, monkeypat
     result = cli_run("weights", "download", "-q", "resnet101v2")
     assert result.exit_code == 1 and result.stdout == ""
     assert "resnet101v2_weights_tf_dim_ordering_tf_kernels.h5: HTTP 404" in one_error_line(result)
+    assert "--weights" not in result.stderr  # weights download takes no --weights
 
 
 def test_weights_download_refuses_unknown_models(cli_run):

@@ -145,7 +145,9 @@ def test_offline_without_the_file_names_file_url_md5_and_folder(mirror, monkeypa
     with pytest.raises(WeightsError) as caught:
         resolve_weights("imagenet", offline=how == "argument")
     message = str(caught.value)
-    assert OFFICIAL_NAME in message and "--offline" in message
+    # The error names what turned downloads off: the option, or the variable and its value.
+    what = "--offline" if how == "argument" else "RESCLASSIFY_OFFLINE=1"
+    assert OFFICIAL_NAME in message and f"downloads are off ({what})" in message
     assert mirror.url("/" + OFFICIAL_NAME) in message
     assert md5(BODY) in message and str(cache_dir()) in message
     assert mirror.requests == []
