@@ -306,24 +306,23 @@ def format_options(kind):
 
     def decorate(command):
         command = click.option("--json", "as_json", is_flag=True, help=json_help(kind))(command)
-        # No default here, so that chosen_format can tell --format table given from not given.
-        return click.option("--format", "format_name", type=click.Choice(formats(kind)), default=None,
-                            show_default=DEFAULT_FORMAT, help="Output format on stdout.")(command)
+        return click.option("--format", "format_name", type=click.Choice(formats(kind)), default="table",
+                            show_default=True, help="Output format on stdout.")(command)
 
     return decorate
 
 
-DEFAULT_FORMAT = "table"
-
-
 def chosen_format(kind, format_name, as_json):
-    """The format asked for; --json with another --format is a usage error, not a silent pick."""
-    if as_json:
-        if format_name not in (None, json_format(kind)):
-            raise click.UsageError(f"--json is short for --format {json_format(kind)}; it does not go with "
-                                   f"--format {format_name}")
-        return json_format(kind)
-    return format_name or DEFAULT_FORMAT
+    """The format asked for; --json with another --format given is a usage error, not a silent pick."""
+    if not as_json:
+        return format_name
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source("format_name") if context is not None else None
+    given = source not in (None, click.core.ParameterSource.DEFAULT)
+    if given and format_name != json_format(kind):
+        raise click.UsageError(f"--json is short for --format {json_format(kind)}; it does not go with "
+                               f"--format {format_name}")
+    return json_format(kind)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

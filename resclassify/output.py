@@ -788,7 +788,7 @@ def write_file_atomically(path, text, force=False):
     descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
+            stream.write(text_safe(text))  # a file name that is not UTF-8 shows as U+FFFD
         os.chmod(temporary, 0o666 & ~_umask())
         if force:
             os.replace(temporary, path)

@@ -177,7 +177,8 @@ def _href(path, report_folder):
         relative = os.path.relpath(os.path.abspath(path), report_folder)
     except ValueError:  # another drive on Windows
         return None
-    return urllib.parse.quote(relative.replace(os.sep, "/"))
+    # From the name's bytes, so that one that is not UTF-8 still links to its file (%E9).
+    return urllib.parse.quote(os.fsencode(relative.replace(os.sep, "/")))
 
 
 def _thumbnail(path, thumbnails, report_folder, small=False):

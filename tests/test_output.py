@@ -145,3 +145,14 @@ def test_a_closed_pipe_stays_a_broken_pipe():
 
     with pytest.raises(BrokenPipeError):
         GuardedStream(Closed(), "stdout").write("x")
+
+
+def test_the_html_report_links_a_name_that_is_not_utf8_by_its_bytes_and_stays_utf8(tmp_path):
+    from resclassify.output import write_file_atomically
+    from resclassify.report_html import _href
+
+    path = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.jpg")
+    assert _href(path, str(tmp_path)) == "caf%E9.jpg"  # what a browser opens as the file's own bytes
+    page = tmp_path / "report.html"
+    write_file_atomically(page, f"<p>{path}</p>")
+    assert page.read_bytes().decode("utf-8").endswith("/caf\ufffd.jpg</p>")
