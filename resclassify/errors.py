@@ -63,3 +63,7 @@ class PreprocessingError(ChoiceError):
 
 class OutputError(ResclassifyError):
     """Results could not be written to a file or stream (a full disk, a closed pipe's cousins)."""
+
+
+class ExportError(ModelError):
+    """A network loaded in Keras could not be exported to ONNX (or the export does not agree with it)."""

@@ -1,0 +1,140 @@
+"""Exports a Keras network to ONNX with normalization and softmax inside: uint8 images in, probabilities out.
+
+It runs in a child process (`python -m resclassify.backends.onnx_export JOB`), so that the caller
+never imports TensorFlow, Keras or tf2onnx: it reads one JSON job and prints one JSON result line.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+from ..config import CAFFE_MEAN_BGR, TORCH_MEAN_RGB, TORCH_STD_RGB
+
+INPUT_NAME = "images"
+# Keras and ONNX Runtime compute the same network in different orders; their probabilities
+# differ by float rounding (about 1e-5 here). A difference far above that is a wrong export.
+AGREEMENT_TOLERANCE = 1e-3
+CHECK_BATCH = 2
+
+
+def normalized(images, mode):
+    """The symbolic twin of images.normalize: uint8 RGB to the float32 input the network expects."""
+    import keras
+
+    x = keras.ops.cast(images, "float32")
+    if mode == "caffe":
+        x = keras.ops.take(x, [2, 1, 0], axis=-1)  # RGB to BGR
+        return x - np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
+    if mode == "tf":
+        return x / 127.5 - 1.0
+    if mode == "torch":
+        x = x / 255.0
+        return (x - np.asarray(TORCH_MEAN_RGB, dtype=np.float32)) / np.asarray(TORCH_STD_RGB, dtype=np.float32)
+    return x
+
+
+def uint8_network(network, input_size, normalization, ends_in_probabilities):
+    """network behind its normalization, with a float32 softmax at the end unless it has one."""
+    import keras
+
+    images = keras.Input((input_size, input_size, 3), dtype="uint8", name=INPUT_NAME)
+    outputs = keras.ops.cast(network(normalized(images, normalization)), "float32")
+    if not ends_in_probabilities:
+        outputs = keras.ops.softmax(outputs, axis=-1)
+    return keras.Model(images, outputs, name="resclassify_uint8")
+
+
+def _check_images(input_size):
+    """Smooth colour fields, like photos: random noise would push every image to one class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(CHECK_BATCH):
+        coarse = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+        images.append(np.asarray(Image.fromarray(coarse).resize((input_size, input_size), Image.Resampling.BICUBIC)))
+    return np.stack(images)
+
+
+def export(job):
+    """Load the network the job names, export it to job["output"], and check ONNX Runtime agrees with Keras."""
+    import tensorflow as tf
+
+    from .. import model as keras_models
+
+    if job["arch"] == "custom":
+        classifier = keras_models.load_custom_classifier(job["weights"], "cpu", threads=job.get("threads"))
+    else:
+        classifier = keras_models.load_classifier(job["weights"], job["arch"], "cpu", threads=job.get("threads"))
+    size = job.get("input_size") or classifier.input_size
+    normalization = job.get("normalization") or classifier.normalization
+    wrapper = uint8_network(classifier.keras_model, size, normalization, classifier.ends_in_probabilities)
+    signature = [tf.TensorSpec((None, size, size, 3), tf.uint8, name=INPUT_NAME)]
+    try:
+        wrapper.export(job["output"], format="onnx", verbose=False, input_signature=signature)
+        difference = _disagreement(wrapper, job["output"], size)
+    except ExportFailed:
+        raise
+    except Exception as exc:  # tf2onnx raises whatever the op it cannot convert raises
+        raise ExportFailed(f"cannot export {_name(job)} to ONNX: {_first_line(exc)}") from None
+    if not difference <= AGREEMENT_TOLERANCE:
+        raise ExportFailed(f"the ONNX export of {_name(job)} does not give Keras's probabilities "
+                           f"(they differ by up to {difference:.2g})")
+    import keras
+    import tf2onnx
+
+    return {
+        "input_size": size,
+        "classes": len(classifier.classes),
+        "normalization": normalization,
+        "parameters": classifier.parameters,
+        "largest_difference_from_keras": float(difference),
+        "exporter": {"keras": keras.__version__, "tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__},
+    }
+
+
+def _disagreement(wrapper, path, size):
+    """Largest probability difference between Keras and ONNX Runtime on a few photo-like images."""
+    import onnxruntime
+
+    images = _check_images(size)
+    expected = np.asarray(wrapper(images, training=False), dtype=np.float32)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: images})[0]
+    if got.shape != expected.shape:
+        return float("inf")
+    return float(np.max(np.abs(got - expected)))
+
+
+class ExportFailed(Exception):
+    """The network loaded, but tf2onnx could not turn it into an ONNX graph that agrees with it."""
+
+
+def _name(job):
+    from pathlib import Path
+
+    return Path(job["weights"]).name if job["arch"] == "custom" else job["arch"]
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def main(argv=None):
+    from ..errors import ResclassifyError
+
+    job = json.loads((argv or sys.argv[1:])[0])
+    try:
+        result = {"ok": True, **export(job)}
+    except ResclassifyError as exc:  # the weights or model did not load: the same error Keras gives
+        result = {"error": str(exc), "kind": type(exc).__name__}
+    except ExportFailed as exc:
+        result = {"error": str(exc), "kind": "ExportFailed"}
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,455 @@
+"""ONNX Runtime on the CPU: the Keras network exported to ONNX once, cached beside its weights, run without TensorFlow.
+
+The exported graph takes uint8 images (n, size, size, 3) and gives float32 probabilities: the
+normalization and the softmax are inside it. It is cached in $KERAS_HOME/models/onnx, one file
+per (weights, architecture, input size, normalization, precision), with a JSON file beside it
+that says what it was made from and its sha256. A run with the file cached imports ONNX Runtime,
+NumPy and Pillow only.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ARCH_NORMALIZATION, DEFAULT_SIZE, resolve_preprocessing
+from ..errors import ExportError, ModelError, WeightsError
+from ..labels import ClassIndex, imagenet_classes, read_class_file
+
+NAME = "onnxruntime"
+# What the exported graph is (uint8 in, normalization and softmax inside, input "images"): a
+# change to the recipe bumps it, and every file made by an older recipe is rebuilt.
+FORMAT_VERSION = 1
+INPUT_NAME = "images"
+FOLDER_NAME = "onnx"
+HASHES_FILE = "file-hashes.json"
+PRECISIONS = ("float32",)
+_classifiers = {}
+
+
+def installed():
+    """Whether ONNX Runtime can be imported, without importing it."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def exporter_installed():
+    return importlib.util.find_spec("tf2onnx") is not None
+
+
+def nvidia_gpu_present():
+    """Whether this machine has an NVIDIA GPU that CUDA would show, found without importing a framework."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    try:
+        if os.listdir("/proc/driver/nvidia/gpus"):
+            return True
+    except OSError:
+        pass
+    return any(re.fullmatch(r"nvidia\d+", name) for name in _dev_entries())
+
+
+def _dev_entries():
+    try:
+        return os.listdir("/dev")
+    except OSError:
+        return []
+
+
+def version():
+    """ONNX Runtime's version, or None when it is not installed."""
+    if not installed():
+        return None
+    from importlib.metadata import PackageNotFoundError, version as package_version
+
+    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"):
+        try:
+            return package_version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+# --- the cache --------------------------------------------------------------------------------
+
+def cache_folder():
+    from ..weights import cache_dir
+
+    return cache_dir() / FOLDER_NAME
+
+
+@dataclass(frozen=True)
+class ExportKey:
+    """What one cached ONNX file is made from; its file name says it all."""
+
+    label: str  # the architecture, or "custom-<model file stem>"
+    arch: str  # one of config.ARCH_CHOICES, or "custom"
+    weights_hash: str  # "md5:<hex>" (Keras's official files) or "sha256:<hex>"
+    input_size: int  # None: the model file's own
+    normalization: str  # None: the model's own
+    precision: str = "float32"
+
+    @property
+    def file_stem(self):
+        algorithm, _, digest = self.weights_hash.partition(":")
+        size = self.input_size or "own"
+        normalization = self.normalization or "own"
+        return f"{self.label}-{size}px-{normalization}-{self.precision}-{algorithm}-{digest[:16]}"
+
+    @property
+    def path(self):
+        return cache_folder() / f"{self.file_stem}.onnx"
+
+    @property
+    def about_path(self):
+        return cache_folder() / f"{self.file_stem}.json"
+
+    def as_dict(self):
+        return {"arch": self.arch, "weights_hash": self.weights_hash, "input_size": self.input_size,
+                "normalization": self.normalization, "precision": self.precision}
+
+
+def _safe_label(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "model"
+
+
+def file_sha256(path, memo=True):
+    """A file's sha256, remembered per (path, size, mtime, inode) so a 100 MB file is hashed once, not per run."""
+    from ..weights import file_hash
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    fingerprint = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev]
+    hashes_path = cache_folder() / HASHES_FILE
+    hashes = _read_json(hashes_path) if memo else None
+    hashes = hashes if isinstance(hashes, dict) else {}
+    known = hashes.get(str(path))
+    if isinstance(known, dict) and known.get("stat") == fingerprint and isinstance(known.get("sha256"), str):
+        return known["sha256"]
+    digest = file_hash(path, "sha256")
+    if memo:
+        hashes[str(path)] = {"stat": fingerprint, "sha256": digest}
+        # Forget files that are gone, so the memo does not grow for ever.
+        hashes = {name: entry for name, entry in hashes.items() if os.path.exists(name)}
+        _write_json_quietly(hashes_path, hashes)
+    return digest
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json_quietly(path, data):
+    """Write a small JSON file atomically; a cache that cannot be written only costs time later."""
+    try:
+        _write_json(path, data)
+    except OSError:
+        pass
+
+
+def _write_json(path, data):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _stat_fingerprint(path):
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def cached_export(key, notice=None):
+    """The about-record of key's cached ONNX file if it is there and whole, else None (to be rebuilt).
+
+    The file's sha256 is checked against the record when its size or time changed since it was
+    written (a copy to another machine, an edit); the record then remembers the new time.
+    """
+    path, about_path = key.path, key.about_path
+    if not path.is_file():
+        return None
+    about = _read_json(about_path)
+    if not isinstance(about, dict) or about.get("format") != FORMAT_VERSION or about.get("key") != key.as_dict():
+        _tell(notice, f"{path} was made by another version or lacks its record; exporting again")
+        return None
+    try:
+        fingerprint = _stat_fingerprint(path)
+    except OSError:
+        return None
+    if fingerprint != about.get("stat"):
+        from ..weights import file_hash
+
+        actual = file_hash(path, "sha256")
+        if actual != about.get("sha256"):
+            _tell(notice, f"{path} is damaged (sha256 {actual}, expected {about.get('sha256')}); exporting again")
+            return None
+        about["stat"] = fingerprint
+        _write_json_quietly(about_path, about)
+    return about
+
+
+def _tell(notice, message):
+    if notice is not None:
+        notice(message)
+
+
+def export_to_cache(key, weights_path, *, notice=None, verbose=False, threads=None, exporter=None):
+    """Export the network to key.path atomically (temporary file, checked, renamed) and return its record.
+
+    exporter(job, output_path) makes the ONNX file and returns what it learnt (input size,
+    classes, normalization); by default a child process runs onnx_export.
+    """
+    from ..weights import CacheNotWritable, file_hash
+
+    exporter = exporter or run_export_process
+    folder = cache_folder()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{key.path.name}.", suffix=".part")
+        os.close(fd)
+    except OSError as exc:
+        raise CacheNotWritable(f"cannot write to the ONNX cache {folder}: {exc.strerror or exc}; set KERAS_HOME "
+                               "to a writable folder (ONNX files go in $KERAS_HOME/models/onnx)") from None
+    job = {"arch": key.arch, "weights": str(weights_path), "input_size": key.input_size,
+           "normalization": key.normalization, "threads": threads, "output": temporary}
+    try:
+        _tell(notice, f"exporting {key.label} to ONNX once ({key.path}); later runs start from it without "
+                      "TensorFlow")
+        learnt = exporter(job, verbose=verbose)
+        if os.path.getsize(temporary) == 0:
+            raise ExportError(f"exporting {key.label} to ONNX wrote nothing")
+        about = {
+            "format": FORMAT_VERSION,
+            "key": key.as_dict(),
+            "weights": str(weights_path),
+            "sha256": file_hash(temporary, "sha256"),
+            "stat": _stat_fingerprint(temporary),
+            **learnt,
+        }
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, key.path)
+        try:
+            _write_json(key.about_path, about)
+        except OSError as exc:
+            raise CacheNotWritable(f"cannot write {key.about_path}: {exc.strerror or exc}") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return about
+
+
+def run_export_process(job, *, verbose=False):
+    """Run onnx_export in a child Python with the TensorFlow backend; its errors come back as ours."""
+    if not exporter_installed():
+        raise ExportError("exporting to ONNX needs tf2onnx: pip install 'resclassify[onnx]' (or pass "
+                          "--backend tensorflow)")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    # tf2onnx converts TensorFlow graphs: the export runs on Keras's TensorFlow backend whatever
+    # backend the user picked for Keras.
+    env["KERAS_BACKEND"] = "tensorflow"
+    if not verbose:
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    child = subprocess.run([sys.executable, "-m", "resclassify.backends.onnx_export", json.dumps(job)],
+                           stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, text=True)
+    result = None
+    for line in reversed(child.stdout.splitlines()):
+        try:
+            result = json.loads(line)
+            break
+        except ValueError:
+            continue
+    if child.returncode == 0 and isinstance(result, dict) and result.get("ok"):
+        result.pop("ok")
+        return result
+    if isinstance(result, dict) and "error" in result:
+        kind = {"WeightsError": WeightsError, "ModelError": ModelError}.get(result.get("kind"), ExportError)
+        raise kind(result["error"])
+    raise ExportError(f"exporting {Path(job['weights']).name} to ONNX failed: {_child_failure(child)}")
+
+
+def _child_failure(child):
+    """Why the export child stopped without an answer: a signal, or the last line of its traceback."""
+    if child.returncode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-child.returncode).name
+        except ValueError:
+            name = f"signal {-child.returncode}"
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the exporting process was stopped by {name}{hint}"
+    lines = [line.strip() for line in (child.stderr or "").splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+        return lines[-1]
+    return f"exit status {child.returncode}" + (f": {lines[-1]}" if lines else "")
+
+
+def cached_files():
+    """Every cached ONNX file with its record (for `resclassify info`), newest first."""
+    folder = cache_folder()
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.glob("*.onnx"):
+        about = _read_json(path.with_suffix(".json"))
+        found.append({"path": str(path), "size": path.stat().st_size,
+                      "about": about if isinstance(about, dict) else None})
+    return sorted(found, key=lambda entry: entry["path"])
+
+
+# --- the network ------------------------------------------------------------------------------
+
+@dataclass
+class OnnxClassifier:
+    """An exported network in an ONNX Runtime session: uint8 batches in, probabilities out."""
+
+    session: object = field(repr=False)
+    arch: str
+    weights: str
+    input_size: int
+    classes: object = field(repr=False)
+    normalization: str
+    onnx_path: str
+    precision: str = "float32"
+    device: str = "cpu"
+    backend: str = NAME
+    parameters: int = 0
+
+    @property
+    def name(self):
+        return Path(self.weights).name if self.arch == "custom" else self.arch
+
+    def preprocessing(self, name="center-crop", *, mode=None, exact_decode=False):
+        """The preprocessing for this network; its normalization is inside the graph, so mode must agree."""
+        if mode is not None and mode != self.normalization:
+            raise ModelError(f"this ONNX network normalizes its input as {self.normalization}; load it with "
+                             f"normalization={mode!r} for {mode}")
+        return resolve_preprocessing(name, size=self.input_size, mode=self.normalization, exact_decode=exact_decode)
+
+    def predict(self, batch, pad_to=None):
+        """Probabilities for a uint8 batch (n, size, size, 3); any n runs as it is, so pad_to is not needed."""
+        batch = np.asarray(batch)
+        if batch.dtype != np.uint8:
+            raise TypeError(f"the ONNX network takes uint8 images, not {batch.dtype}")
+        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})[0]
+
+
+def open_session(path, threads=None):
+    """An ONNX Runtime session on the CPU, its threads bounded by threads (default: ONNX Runtime's own)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are for developers
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load_classifier(weights="imagenet", arch="resnet50", *, model_path=None, classes_path=None, threads=None,
+                    precision="float32", input_size=None, normalization=None, offline=False, progress=False,
+                    notice=None, verbose=False, exporter=None):
+    """The network as an ONNX Runtime session, exported from Keras first if it is not cached yet.
+
+    exporter is for tests (see export_to_cache); by default a child process exports.
+    """
+    from ..weights import KNOWN_WEIGHTS, resolve_weights
+
+    if precision not in PRECISIONS:
+        raise ModelError(f"--backend onnxruntime computes in float32 only; use --backend tensorflow for {precision}")
+    named = read_class_file(classes_path) if classes_path is not None else None  # fail fast, before anything
+    if model_path is not None:
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model {model_path}: {'is not a file' if path.exists() else 'no such file'}")
+        if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+            raise ModelError(f"model {model_path}: expected a .keras file or a full-model .h5 file")
+        key = ExportKey(f"custom-{_safe_label(path.stem)}", "custom", f"sha256:{file_sha256(path)}", input_size,
+                        normalization, precision)
+        weights_path = path
+
+        def resolve():
+            return path
+    else:
+        size = input_size or DEFAULT_SIZE
+        mode = normalization or ARCH_NORMALIZATION[arch]
+        if weights == "imagenet" and arch in KNOWN_WEIGHTS:
+            # Keras's official file is known by its md5: a cached export of it needs no look at the
+            # weights file at all (not even the md5 check of 100 MB), so it also works offline.
+            known = KNOWN_WEIGHTS[arch]
+            key = ExportKey(arch, arch, f"md5:{known.md5}", size, mode, precision)
+            weights_path = known.cache_path
+
+            def resolve():
+                return resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
+        else:
+            weights_path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
+            key = ExportKey(arch, arch, f"sha256:{file_sha256(weights_path)}", size, mode, precision)
+
+            def resolve():
+                return weights_path
+    memo_key = (key, str(classes_path), threads)
+    if memo_key in _classifiers:
+        return _classifiers[memo_key]
+    about = cached_export(key, notice)
+    session = None
+    if about is not None:
+        try:
+            session = open_session(key.path, threads)
+        except Exception as exc:  # ONNX Runtime raises its own kinds for a file it cannot parse
+            _tell(notice, f"{key.path} cannot be loaded ({_first_line(exc)}); exporting again")
+    if session is None:
+        weights_path = resolve()
+        about = export_to_cache(key, weights_path, notice=notice, verbose=verbose, threads=threads,
+                                exporter=exporter)
+        session = open_session(key.path, threads)
+    classes = _classes(named, classes_path, about["classes"])
+    classifier = OnnxClassifier(session, key.arch, str(weights_path), about["input_size"], classes,
+                                about["normalization"], str(key.path), precision,
+                                parameters=about.get("parameters", 0))
+    _classifiers[memo_key] = classifier
+    return classifier
+
+
+def _classes(named, classes_path, outputs):
+    if named is not None:
+        if len(named) != outputs:
+            raise ModelError(f"classes file {classes_path} has {len(named)} labels but the model has {outputs} outputs")
+        return named
+    if outputs == 1000:
+        return imagenet_classes()
+    return ClassIndex(labels=tuple(str(i) for i in range(outputs)))
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
