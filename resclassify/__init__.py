@@ -3,8 +3,8 @@
 import contextlib
 
 from .config import Preprocessing, resolve_preprocessing
-from .errors import (BackendError, ChoiceError, DatasetError, DecodingError, DeviceError, ImageError, InputError,
-                     ModelError, PreprocessingError, RecordFileError, ResclassifyError, WeightsError)
+from .errors import (BackendError, ChoiceError, DatasetError, DecodingError, DeviceError, ExportError, ImageError,
+                     InputError, ModelError, PreprocessingError, RecordFileError, ResclassifyError, WeightsError)
 from .datasets import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
@@ -13,14 +13,15 @@ __version__ = "0.1.0"
 __all__ = [
     "about", "classify", "evaluate", "report_from_prediction_files", "find_ground_truth", "load_model",
     "Preprocessing", "resolve_preprocessing", "ResclassifyError", "InputError", "ImageError", "DatasetError",
-    "WeightsError", "ModelError", "DeviceError", "BackendError", "ChoiceError", "RecordFileError", "DecodingError",
-    "PreprocessingError",
+    "WeightsError", "ModelError", "DeviceError", "BackendError", "ChoiceError", "ExportError", "RecordFileError",
+    "DecodingError", "PreprocessingError",
     "__version__",
 ]
 
 
 def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None, device="auto", precision="float32",
-               threads=None, backend=None, offline=False, verbose=False, progress=None, notice=None, size=None):
+               threads=None, backend=None, normalization=None, offline=False, verbose=False, progress=None,
+               notice=None, size=None):
     """The network, ready to classify.
 
     Either one of Keras's ImageNet ResNets (arch) with its weights: "imagenet" (Keras's cache,
@@ -28,15 +29,18 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     user's own Keras model file (.keras or full-model .h5). classes is a classes file naming
     the outputs (one label per line, or a TSV/CSV with a label column); without it, 1000
     outputs are ImageNet's classes and other counts are named by index. precision float32,
-    bfloat16 or float16 (the built-in ResNets). backend "tensorflow" or "jax" (default: the
-    KERAS_BACKEND variable, else TensorFlow when installed); one process runs one backend.
-    progress, if given, is called as progress(file_name, bytes_done, bytes_total) while weights
-    download (resclassify itself draws nothing). notice, if given, receives one-line messages
-    worth showing (a damaged cached file being fetched again, a batch halved when the device runs
-    out of memory). An unknown arch, precision, device or backend raises ChoiceError. size is
-    the network's input size: the built-in ResNets are built for it (default 224) with the same
-    weights; a model file keeps its own, and refuses another unless it takes any size
-    (PreprocessingError).
+    bfloat16 or float16 (the built-in ResNets). backend "onnxruntime", "tensorflow" or "jax"
+    (default: Keras on the KERAS_BACKEND variable if set, else ONNX Runtime on a CPU when it is
+    installed, else TensorFlow); one process runs one Keras backend. ONNX Runtime runs the
+    network exported from Keras once and cached; normalization (default: the network's own) is
+    the one built into that export first, the one --preprocess-mode asks for. progress, if
+    given, is called as progress(file_name, bytes_done, bytes_total) while weights download
+    (resclassify itself draws nothing). notice, if given, receives one-line messages worth
+    showing (a damaged cached file being fetched again, an ONNX export being made, a batch
+    halved when the device runs out of memory). An unknown arch, precision, device or backend
+    raises ChoiceError. size is the network's input size: the built-in ResNets are built for it
+    (default 224) with the same weights; a model file keeps its own, and refuses another unless
+    it takes any size (PreprocessingError).
 
     The network keeps these arguments as .recipe, so that another process (a Ray actor) can
     load the same one.
@@ -44,23 +48,43 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     recipe = _recipe(locals())
     from . import backends
     from .archs import ARCH_CHOICES
-    from .config import PRECISION_CHOICES, check_choice
+    from .config import ONNXRUNTIME, PRECISION_CHOICES, check_choice
+    from .errors import ExportError
     from .model import check_arch_size, load_classifier, load_custom_classifier
     from .weights import resolve_weights
 
     check_choice("precision", precision, PRECISION_CHOICES)
-    # Before any download: a backend that is not installed is the first thing to say.
-    backend = backends.resolve(backend)
-    if model is not None:
-        classifier = load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
-                                            classes_path=classes, backend=backend, notice=notice, size=size)
-    else:
+    if model is None:
         check_choice("architecture", arch, ARCH_CHOICES)
         check_arch_size(size)  # before any download
+    # Before any download: a backend that is not installed is the first thing to say.
+    chosen = backends.choose(backend, device=device, precision=precision)
+    if chosen == ONNXRUNTIME:
+        from .backends import onnxruntime
+
+        try:
+            classifier = onnxruntime.load_classifier(weights, arch, model_path=model, classes_path=classes,
+                                                     threads=threads, precision=precision,
+                                                     normalization=normalization, input_size=size,
+                                                     offline=offline, progress=progress, notice=notice,
+                                                     verbose=verbose)
+            classifier.recipe = {**recipe, "backend": chosen}
+            return classifier
+        except ExportError as exc:
+            if backend is not None:
+                raise
+            # ONNX Runtime was only the default: the network still runs, on Keras.
+            chosen = backends.resolve(None)
+            if notice is not None:
+                notice(f"{exc}; running it on {chosen} instead")
+    if model is not None:
+        classifier = load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
+                                            classes_path=classes, backend=chosen, notice=notice, size=size)
+    else:
         path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
         classifier = load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
-                                     classes_path=classes, backend=backend, notice=notice, size=size)
-    classifier.recipe = {**recipe, "backend": backend}
+                                     classes_path=classes, backend=chosen, notice=notice, size=size)
+    classifier.recipe = {**recipe, "backend": chosen}
     return classifier
 
 

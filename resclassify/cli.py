@@ -121,8 +121,9 @@ def model_options(command):
                      help="Network inputs per call; with --tta each image brings 2 or 10 of them (its views, "
                           "never split across calls)."),
         click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
-                     help="The Keras backend that runs the network [default: $KERAS_BACKEND, else tensorflow "
-                          "when installed, else jax]."),
+                     help="What runs the network: onnxruntime (the network exported to ONNX once, on the CPU, "
+                          "without TensorFlow), or Keras on tensorflow or jax [default: Keras on $KERAS_BACKEND "
+                          "if set, else onnxruntime on a CPU when installed (the onnx extra), else tensorflow]."),
         click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                      help="auto: the GPU when the backend sees one."),
         click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="float32", show_default=True,
@@ -172,9 +173,9 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
                                 interpolation=interpolation, tta=tta)
     with download_progress(quiet) as progress:
         classifier = load_model(weights or "imagenet", arch=arch or DEFAULT_ARCH, model=model_path,
-                                classes=classes_path, backend=backend, device=device, precision=precision,
-                                threads=threads, offline=offline, size=size, verbose=verbose, progress=progress,
-                                notice=None if quiet else report_warning)
+                                classes=classes_path, backend=backend, normalization=preprocess_mode,
+                                device=device, precision=precision, threads=threads, offline=offline, size=size,
+                                verbose=verbose, progress=progress, notice=None if quiet else report_warning)
     if precision == "float16" and classifier.device == "cpu" and runs_here and not quiet:
         report_warning("--precision float16 on a CPU is slow (CPUs emulate most float16 arithmetic); "
                        "bfloat16 or float32 are faster there")
@@ -950,25 +951,37 @@ def weights_list(format_name, as_json):
 
 @weights_group.command("download")
 @click.argument("models", nargs=-1, type=MODEL_ARGUMENT, metavar="[MODEL...]")
+@click.option("--onnx", "with_onnx", is_flag=True,
+              help="Also export each to ONNX for --backend onnxruntime (needs the onnx extra), so a machine "
+                   "without network gets both.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or messages on stderr.")
 @reports_errors
-def weights_download(models, quiet):
+def weights_download(models, with_onnx, quiet):
     """Fetch weights into the cache (to copy to a machine without network); print each file's path.
 
     MODEL is an architecture (resnet50, resnet152v2, ...) or all [default: resnet50]. A file
-    already cached with the right md5 is not fetched again.
+    already cached with the right md5 is not fetched again. With --onnx, the ONNX file made from
+    each is printed after it (made once, then reused).
     """
     from .weights import cached_state, official_file, offline_reason
 
+    notice = None if quiet else report_warning
     for known in _weights_arguments(models or (DEFAULT_ARCH,)):
         was_cached = cached_state(known)[0] == "cached"
         with download_progress(quiet) as progress:
-            path = official_file(known, offline=offline_reason(), progress=progress,
-                                 notice=None if quiet else report_warning)
+            path = official_file(known, offline=offline_reason(), progress=progress, notice=notice)
         if not quiet:
             what = "already in the cache" if was_cached else "downloaded"
             click.echo(f"{known.arch}: {what}, md5 {known.md5} checked", err=True)
         click.echo(str(path))
+        if with_onnx:
+            from .backends import onnxruntime
+
+            exported = onnxruntime.prepare(known.arch, notice=notice)
+            if not quiet:
+                click.echo(f"{known.arch}: ONNX file {'exported' if exported.made else 'already in the cache'}",
+                           err=True)
+            click.echo(str(exported.path))
 
 
 @weights_group.command("path")

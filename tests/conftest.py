@@ -10,6 +10,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# With the onnx extra installed, a CPU run would default to ONNX Runtime and every test that
+# makes a weights file would export it (half a minute each). Keras's own backend is named
+# instead (unless the caller set one), so the tests run Keras as they say; test_onnxruntime.py
+# covers ONNX Runtime, with one export for the session.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, str(Path(__file__).parent))
 
 from weights_factory import build_random_resnet50, save_keras_h5_weights  # noqa: E402

@@ -276,3 +276,250 @@ def test_a_weights_file_is_hashed_once_while_it_is_unchanged(weights_file, monke
     copy.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     assert ort_backend.file_sha256(copy) == _sha256(copy) != first
     assert len(hashed) == 2
+
+
+# --- from the command line ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory):
+    """A small trained classifier (a user's own model) and one photo per class: its export takes seconds."""
+    from PIL import Image
+
+    from weights_factory import COLOURS, colour_image, train_colour_classifier
+
+    folder = tmp_path_factory.mktemp("colour-model")
+    train_colour_classifier(softmax=False).save(folder / "colours.keras")
+    (folder / "colours.txt").write_text("red\ngreen\nblue\n")
+    rng = np.random.default_rng(7)
+    photos = []
+    for colour in COLOURS:
+        photos.append(folder / f"{colour}.png")
+        Image.fromarray(colour_image(colour, (120, 90), rng)).save(photos[-1])
+    return folder / "colours.keras", folder / "colours.txt", photos
+
+
+def records_of(result):
+    assert result.exit_code == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def assert_same_predictions(records, expected):
+    assert [r["path"] for r in records] == [r["path"] for r in expected]
+    for got, want in zip(records, expected):
+        assert [p["index"] for p in got["predictions"]] == [p["index"] for p in want["predictions"]]
+        np.testing.assert_allclose([p["probability"] for p in got["predictions"]],
+                                   [p["probability"] for p in want["predictions"]], rtol=1e-4, atol=1e-6)
+
+
+WARM_RUN = """
+import sys
+from resclassify.cli import main
+sys.argv = ["resclassify"] + sys.argv[1:]
+try:
+    main()
+finally:
+    heavy = sorted(m for m in ("tensorflow", "keras", "tf2onnx", "jax") if m in sys.modules)
+    print("imported:", heavy, file=sys.stderr)
+"""
+
+
+def test_own_model_exports_once_says_so_then_runs_without_tensorflow(cli_run, colour_model, monkeypatch):
+    model_file, classes, photos = colour_model
+    args = ["predict", "--model", model_file, "--classes", classes, "--preprocess-mode", "tf", "--json", *photos]
+    keras_records = records_of(cli_run(*args, "--backend", "tensorflow"))
+
+    first = cli_run(*args, "--backend", "onnxruntime")
+    records = records_of(first)
+    [onnx_file] = (ort_backend.cache_folder()).glob("custom-colours-*.onnx")
+    assert first.stderr == (f"resclassify: warning: exporting custom-colours to ONNX once ({onnx_file}); later runs "
+                            "start from it without TensorFlow\n")
+    assert [r["predictions"][0]["label"] for r in records] == ["red", "green", "blue"]
+    assert {r["backend"] for r in records} == {"onnxruntime"} and {r["backend"] for r in keras_records} == {
+        "tensorflow"}
+    assert_same_predictions(records, keras_records)
+    assert onnx_file.name.startswith("custom-colours-own-size-tf-float32-sha256-")
+
+    # A fresh process on a CPU, backend not named: ONNX Runtime from the cache, and no TensorFlow.
+    monkeypatch.delenv("KERAS_BACKEND")
+    env = dict(os.environ, PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    warm = subprocess.run([sys.executable, "-c", WARM_RUN, *[str(a) for a in args]], capture_output=True, text=True,
+                          env=env)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stderr == "imported: []\n"
+    warm_records = [json.loads(line) for line in warm.stdout.splitlines()]
+    assert {r["backend"] for r in warm_records} == {"onnxruntime"}
+    assert_same_predictions(warm_records, records)
+
+
+def test_resnet50_from_the_cli_names_the_runtime_and_matches_keras(cli_run, onnx_home, weights_file):
+    photos = [str(p) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))]
+    onnx = records_of(cli_run("predict", "--backend", "onnxruntime", "--weights", weights_file, "--json", *photos))
+    keras = records_of(cli_run("predict", "--backend", "tensorflow", "--weights", weights_file, "--json", *photos))
+    assert_same_predictions(onnx, keras)
+    table = cli_run("predict", "--backend", "onnxruntime", "--weights", weights_file, "-k", "1", photos[0])
+    assert table.stdout.splitlines()[0] == (
+        f"resnet50, weights {weights_file.name} · onnxruntime on cpu · center-crop (short side 256, centre 224x224, "
+        "bicubic), caffe normalization")
+    assert table.stderr == ""
+
+
+def test_eval_figures_are_the_keras_figures(tmp_path, onnx_model, model, predicted_images):
+    import resclassify
+
+    for path, ranks in predicted_images:
+        # Each image filed under its own second-ranked class: top-1 misses, top-5 hits.
+        folder = tmp_path / "val" / str(ranks[1 if path.stem.endswith(("0", "2")) else 0])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder)
+    keras_records, onnx_records = [], []
+    keras_report = resclassify.evaluate(tmp_path / "val", model, on_record=keras_records.append)
+    onnx_report = resclassify.evaluate(tmp_path / "val", onnx_model, on_record=onnx_records.append)
+    assert onnx_report["accuracy"] == keras_report["accuracy"]
+    assert onnx_report["accuracy"]["top1"]["correct"] == 6 and onnx_report["accuracy"]["top5"]["correct"] == 8
+    assert onnx_report["per_class"] == keras_report["per_class"]
+    assert [r["predictions"][:5] and [p["index"] for p in r["predictions"]] for r in onnx_records] == [
+        [p["index"] for p in r["predictions"]] for r in keras_records]
+
+
+def test_a_preprocess_mode_gets_an_export_of_its_own(onnx_home, weights_file, session_file):
+    calls = []
+    classifier = ort_backend.load_classifier(str(weights_file), "resnet50",
+                                             exporter=copying_exporter(session_file, calls))
+    assert calls == [] and classifier.normalization == "caffe"
+    classifier.predict(sample_batch()[:1], normalization="torch")
+    assert [job["normalization"] for job in calls] == ["torch"]
+    assert any(p.name.startswith("resnet50-224px-torch-") for p in (onnx_home / "models" / "onnx").glob("*.onnx"))
+
+
+def test_weights_of_another_arch_are_the_keras_error(cli_run, weights_file, tmp_path):
+    photo = save_image(tmp_path / "photo.jpg")
+    result = cli_run("predict", "--backend", "onnxruntime", "--arch", "resnet50v2", "--weights", weights_file, photo)
+    assert result.exit_code == 1 and result.stdout == ""
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f"resclassify: error: cannot load resnet50v2 weights from {weights_file}: ")
+    assert error.endswith("(looks like resnet50 weights: pass --arch resnet50)")
+    # Nothing half-made is left in the cache.
+    assert [p.name for p in ort_backend.cache_folder().iterdir()] == [ort_backend.HASHES_FILE]
+
+
+# --- which runtime runs ------------------------------------------------------------------------
+
+@pytest.fixture
+def cpu_machine(monkeypatch):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(ort_backend, "nvidia_gpu_present", lambda: False)
+
+
+def test_on_a_cpu_onnxruntime_is_the_default(cpu_machine):
+    from resclassify import backends
+
+    assert backends.choose() == "onnxruntime"
+    assert backends.choose(device="cpu") == "onnxruntime"
+    assert backends.choose("tensorflow") == "tensorflow"
+    assert backends.choose(precision="bfloat16") == "tensorflow"  # ONNX Runtime computes in float32 only
+    assert backends.choose(device="gpu") == "tensorflow"
+
+
+def test_an_nvidia_gpu_or_keras_backend_keeps_keras(cpu_machine, monkeypatch):
+    from resclassify import backends
+
+    monkeypatch.setattr(ort_backend, "nvidia_gpu_present", lambda: True)
+    assert backends.choose() == "tensorflow"
+    assert backends.choose(device="cpu") == "onnxruntime"
+    monkeypatch.setattr(ort_backend, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert backends.choose() == "tensorflow"
+
+
+def test_without_onnxruntime_keras_runs_and_asking_for_it_says_what_to_install(cpu_machine, monkeypatch):
+    from resclassify import backends
+    from resclassify.errors import BackendError
+
+    monkeypatch.setattr(ort_backend, "installed", lambda: False)
+    assert backends.choose() == "tensorflow"
+    with pytest.raises(BackendError, match=r"pip install 'resclassify\[onnx\]'"):
+        backends.choose("onnxruntime")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--precision", "bfloat16"], "--backend onnxruntime computes in float32; --precision bfloat16 runs on "
+                                  "--backend tensorflow or jax"),
+    (["--device", "gpu"], "--backend onnxruntime runs on the CPU; --device gpu runs on --backend tensorflow or jax"),
+])
+def test_what_onnxruntime_cannot_do_is_one_line(cli_run, weights_file, tmp_path, args, message):
+    result = cli_run("predict", "--backend", "onnxruntime", "--weights", weights_file, *args,
+                     save_image(tmp_path / "a.jpg"))
+    assert result.exit_code == 1
+    assert result.stderr == f"resclassify: error: {message}\n"
+
+
+@pytest.mark.parametrize("visible, proc, dev, expected", [
+    (None, [], ["null", "tty"], False),
+    (None, ["0000:3b:00.0"], [], True),
+    (None, [], ["nvidia0", "nvidiactl"], True),
+    (None, [], ["nvidiactl", "nvidia-uvm"], False),
+    ("", ["0000:3b:00.0"], ["nvidia0"], False),
+    ("-1", ["0000:3b:00.0"], ["nvidia0"], False),
+    ("0", ["0000:3b:00.0"], ["nvidia0"], True),
+])
+def test_an_nvidia_gpu_is_found_without_a_framework(monkeypatch, visible, proc, dev, expected):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(ort_backend, "_entries", lambda folder: proc if folder.startswith("/proc") else dev)
+    assert ort_backend.nvidia_gpu_present() is expected
+
+
+def test_a_failed_default_export_falls_back_to_keras_with_a_warning(cli_run, weights_file, cpu_machine, monkeypatch,
+                                                                    tmp_path):
+    def fails(job, verbose=False):
+        raise ExportError("cannot export resnet50 to ONNX: Unsupported op FancyOp")
+
+    monkeypatch.setattr(ort_backend, "run_export_process", fails)
+    result = cli_run("predict", "--weights", weights_file, "--json", save_image(tmp_path / "a.jpg"))
+    [record] = records_of(result)
+    assert record["backend"] == "tensorflow"
+    assert result.stderr.splitlines()[-1] == ("resclassify: warning: cannot export resnet50 to ONNX: Unsupported op "
+                                              "FancyOp; running it on tensorflow instead")
+    asked = cli_run("predict", "--backend", "onnxruntime", "--weights", weights_file, save_image(tmp_path / "b.jpg"))
+    assert asked.exit_code == 1
+    assert asked.stderr.splitlines()[-1] == "resclassify: error: cannot export resnet50 to ONNX: Unsupported op FancyOp"
+
+
+# --- offline preparation -----------------------------------------------------------------------
+
+def test_weights_download_onnx_prepares_an_offline_machine(cli_run, weights_file, weights_server, session_file,
+                                                           monkeypatch, tmp_path):
+    import hashlib
+
+    from resclassify.weights import KNOWN_WEIGHTS, KnownWeights
+
+    md5 = hashlib.md5(weights_file.read_bytes()).hexdigest()
+    monkeypatch.setitem(KNOWN_WEIGHTS, "resnet50", KnownWeights("resnet50", md5, 98))
+    weights_server.files["/resnet50_weights_tf_dim_ordering_tf_kernels.h5"] = weights_file.read_bytes()
+    monkeypatch.setenv("RESCLASSIFY_WEIGHTS_MIRROR", weights_server.url("/"))
+    calls = []
+    monkeypatch.setattr(ort_backend, "run_export_process", copying_exporter(session_file, calls))
+
+    result = cli_run("weights", "download", "--onnx", "resnet50")
+    assert result.exit_code == 0, result.stderr
+    weights_path, onnx_path = result.stdout.splitlines()
+    assert onnx_path == str(ort_backend.cache_folder() / f"resnet50-224px-caffe-float32-md5-{md5[:16]}.onnx")
+    assert len(calls) == 1 and calls[0]["weights"] == weights_path
+    assert result.stderr.splitlines()[-1] == "resnet50: ONNX file exported"
+    again = cli_run("weights", "download", "--onnx", "resnet50")
+    assert again.stdout == result.stdout and again.stderr.splitlines()[-1] == "resnet50: ONNX file already in the cache"
+    assert len(calls) == 1
+
+    # The offline machine: the ONNX file alone answers, without the weights file or the network.
+    os.unlink(weights_path)
+    ort_backend._classifiers.clear()
+    photo = save_image(tmp_path / "a.jpg")
+    offline = cli_run("predict", "--offline", "--backend", "onnxruntime", "--json", photo)
+    [record] = records_of(offline)
+    assert record["backend"] == "onnxruntime" and offline.stderr == ""
+    expected = ort_backend.open_session(session_file).run(
+        None, {"images": load_image(photo, resolve_preprocessing())[None]})[0][0]
+    assert record["predictions"][0]["index"] == int(np.argmax(expected))
+    assert len(weights_server.requests) == 1

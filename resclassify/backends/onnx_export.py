@@ -9,8 +9,6 @@ import sys
 
 import numpy as np
 
-from ..config import CAFFE_MEAN_BGR, TORCH_MEAN_RGB, TORCH_STD_RGB
-
 INPUT_NAME = "images"
 # Keras and ONNX Runtime compute the same network in different orders; their probabilities
 # differ by float rounding (about 1e-5 here). A difference far above that is a wrong export.
@@ -18,28 +16,15 @@ AGREEMENT_TOLERANCE = 1e-3
 CHECK_BATCH = 2
 
 
-def normalized(images, mode):
-    """The symbolic twin of images.normalize: uint8 RGB to the float32 input the network expects."""
-    import keras
-
-    x = keras.ops.cast(images, "float32")
-    if mode == "caffe":
-        x = keras.ops.take(x, [2, 1, 0], axis=-1)  # RGB to BGR
-        return x - np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
-    if mode == "tf":
-        return x / 127.5 - 1.0
-    if mode == "torch":
-        x = x / 255.0
-        return (x - np.asarray(TORCH_MEAN_RGB, dtype=np.float32)) / np.asarray(TORCH_STD_RGB, dtype=np.float32)
-    return x
-
-
 def uint8_network(network, input_size, normalization, ends_in_probabilities):
     """network behind its normalization, with a float32 softmax at the end unless it has one."""
     import keras
 
+    from . import normalize
+
     images = keras.Input((input_size, input_size, 3), dtype="uint8", name=INPUT_NAME)
-    outputs = keras.ops.cast(network(normalized(images, normalization)), "float32")
+    # The arithmetic the Keras backends run inside their compiled function, so both agree.
+    outputs = keras.ops.cast(network(normalize(keras.ops.cast(images, "float32"), normalization)), "float32")
     if not ends_in_probabilities:
         outputs = keras.ops.softmax(outputs, axis=-1)
     return keras.Model(images, outputs, name="resclassify_uint8")
@@ -59,14 +44,16 @@ def _check_images(input_size):
 
 def export(job):
     """Load the network the job names, export it to job["output"], and check ONNX Runtime agrees with Keras."""
-    import tensorflow as tf
-
     from .. import model as keras_models
 
     if job["arch"] == "custom":
-        classifier = keras_models.load_custom_classifier(job["weights"], "cpu", threads=job.get("threads"))
+        classifier = keras_models.load_custom_classifier(job["weights"], "cpu", threads=job.get("threads"),
+                                                         backend="tensorflow")
     else:
-        classifier = keras_models.load_classifier(job["weights"], job["arch"], "cpu", threads=job.get("threads"))
+        classifier = keras_models.load_classifier(job["weights"], job["arch"], "cpu", threads=job.get("threads"),
+                                                  backend="tensorflow")
+    import tensorflow as tf  # started quietly by the loader above
+
     size = job.get("input_size") or classifier.input_size
     normalization = job.get("normalization") or classifier.normalization
     wrapper = uint8_network(classifier.keras_model, size, normalization, classifier.ends_in_probabilities)

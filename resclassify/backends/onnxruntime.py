@@ -7,6 +7,7 @@ that says what it was made from and its sha256. A run with the file cached impor
 NumPy and Pillow only.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -14,13 +15,15 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..config import ARCH_NORMALIZATION, DEFAULT_SIZE, resolve_preprocessing
-from ..errors import ExportError, ModelError, WeightsError
+from ..archs import ARCH_CHOICES, ARCHS
+from ..config import DEFAULT_SIZE, NORMALIZE_MODES, check_choice, resolve_preprocessing
+from ..errors import BackendError, ExportError, ModelError, WeightsError
 from ..labels import ClassIndex, imagenet_classes, read_class_file
 
 NAME = "onnxruntime"
@@ -44,21 +47,22 @@ def exporter_installed():
 
 
 def nvidia_gpu_present():
-    """Whether this machine has an NVIDIA GPU that CUDA would show, found without importing a framework."""
+    """Whether this machine has an NVIDIA GPU that CUDA would show, found without importing a framework.
+
+    The NVIDIA driver lists each GPU under /proc/driver/nvidia/gpus and makes /dev/nvidiaN for
+    it (containers given a GPU get the device files); CUDA_VISIBLE_DEVICES="" or -1 hides them.
+    """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return False
-    try:
-        if os.listdir("/proc/driver/nvidia/gpus"):
-            return True
-    except OSError:
-        pass
-    return any(re.fullmatch(r"nvidia\d+", name) for name in _dev_entries())
+    if _entries("/proc/driver/nvidia/gpus"):
+        return True
+    return any(re.fullmatch(r"nvidia\d+", name) for name in _entries("/dev"))
 
 
-def _dev_entries():
+def _entries(folder):
     try:
-        return os.listdir("/dev")
+        return os.listdir(folder)
     except OSError:
         return []
 
@@ -99,9 +103,9 @@ class ExportKey:
     @property
     def file_stem(self):
         algorithm, _, digest = self.weights_hash.partition(":")
-        size = self.input_size or "own"
-        normalization = self.normalization or "own"
-        return f"{self.label}-{size}px-{normalization}-{self.precision}-{algorithm}-{digest[:16]}"
+        size = f"{self.input_size}px" if self.input_size else "own-size"
+        normalization = self.normalization or "own-normalization"
+        return f"{self.label}-{size}-{normalization}-{self.precision}-{algorithm}-{digest[:16]}"
 
     @property
     def path(self):
@@ -325,13 +329,17 @@ def cached_files():
     return sorted(found, key=lambda entry: entry["path"])
 
 
-# --- the network ------------------------------------------------------------------------------
+# --- the network ---------------------------------------------------------------------------
 
 @dataclass
 class OnnxClassifier:
-    """An exported network in an ONNX Runtime session: uint8 batches in, probabilities out."""
+    """An exported network in an ONNX Runtime session: uint8 batches in, probabilities out.
 
-    session: object = field(repr=False)
+    The normalization is inside the graph: a batch to normalize another way (predict's
+    normalization, as --preprocess-mode asks) runs on the export made for that mode, which is
+    loaded, or exported, the first time it is asked for.
+    """
+
     arch: str
     weights: str
     input_size: int
@@ -342,24 +350,34 @@ class OnnxClassifier:
     device: str = "cpu"
     backend: str = NAME
     parameters: int = 0
+    sessions: dict = field(default_factory=dict, repr=False)  # normalization -> InferenceSession
+    open_mode: object = field(default=None, repr=False)  # normalization -> (session, path) for another mode
+    _lock: object = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self):
         return Path(self.weights).name if self.arch == "custom" else self.arch
 
     def preprocessing(self, name="center-crop", *, mode=None, exact_decode=False):
-        """The preprocessing for this network; its normalization is inside the graph, so mode must agree."""
-        if mode is not None and mode != self.normalization:
-            raise ModelError(f"this ONNX network normalizes its input as {self.normalization}; load it with "
-                             f"normalization={mode!r} for {mode}")
-        return resolve_preprocessing(name, size=self.input_size, mode=self.normalization, exact_decode=exact_decode)
+        """The preprocessing for this network: its input size, and its normalization unless mode overrides it."""
+        return resolve_preprocessing(name, size=self.input_size, mode=mode or self.normalization,
+                                     exact_decode=exact_decode)
 
-    def predict(self, batch, pad_to=None):
-        """Probabilities for a uint8 batch (n, size, size, 3); any n runs as it is, so pad_to is not needed."""
+    def predict(self, batch, pad_to=None, normalization=None):
+        """Probabilities (float32) for a uint8 batch (n, size, size, 3); any n runs as it is, so nothing is padded."""
         batch = np.asarray(batch)
         if batch.dtype != np.uint8:
             raise TypeError(f"the ONNX network takes uint8 images, not {batch.dtype}")
-        return self.session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})[0]
+        session = self.session(check_choice("normalization", normalization or self.normalization, NORMALIZE_MODES))
+        return session.run(None, {INPUT_NAME: np.ascontiguousarray(batch)})[0]
+
+    def session(self, mode):
+        with self._lock:
+            if mode not in self.sessions:
+                if self.open_mode is None:
+                    raise ModelError(f"this ONNX network normalizes its input as {self.normalization}, not {mode}")
+                self.sessions[mode], _ = self.open_mode(mode)
+            return self.sessions[mode]
 
 
 def open_session(path, threads=None):
@@ -376,16 +394,20 @@ def open_session(path, threads=None):
 
 
 def load_classifier(weights="imagenet", arch="resnet50", *, model_path=None, classes_path=None, threads=None,
-                    precision="float32", input_size=None, normalization=None, offline=False, progress=False,
+                    precision="float32", input_size=None, normalization=None, offline=False, progress=None,
                     notice=None, verbose=False, exporter=None):
     """The network as an ONNX Runtime session, exported from Keras first if it is not cached yet.
 
-    exporter is for tests (see export_to_cache); by default a child process exports.
+    weights is "imagenet" (Keras's official file for arch, downloaded if need be), a URL or a
+    file; or model_path is a user's own Keras model. normalization (default: the network's own)
+    is the one built into the graph first. exporter is for tests (see export_to_cache).
     """
     from ..weights import KNOWN_WEIGHTS, resolve_weights
 
     if precision not in PRECISIONS:
         raise ModelError(f"--backend onnxruntime computes in float32 only; use --backend tensorflow for {precision}")
+    if normalization is not None:
+        check_choice("normalization", normalization, NORMALIZE_MODES)
     named = read_class_file(classes_path) if classes_path is not None else None  # fail fast, before anything
     if model_path is not None:
         path = Path(model_path).expanduser()
@@ -393,51 +415,80 @@ def load_classifier(weights="imagenet", arch="resnet50", *, model_path=None, cla
             raise ModelError(f"model {model_path}: {'is not a file' if path.exists() else 'no such file'}")
         if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
             raise ModelError(f"model {model_path}: expected a .keras file or a full-model .h5 file")
-        key = ExportKey(f"custom-{_safe_label(path.stem)}", "custom", f"sha256:{file_sha256(path)}", input_size,
-                        normalization, precision)
+        base = ExportKey(f"custom-{_safe_label(path.stem)}", "custom", f"sha256:{file_sha256(path)}", input_size,
+                         None, precision)
         weights_path = path
 
         def resolve():
             return path
     else:
+        check_choice("architecture", arch, ARCH_CHOICES)
         size = input_size or DEFAULT_SIZE
-        mode = normalization or ARCH_NORMALIZATION[arch]
-        if weights == "imagenet" and arch in KNOWN_WEIGHTS:
+        if weights == "imagenet":
             # Keras's official file is known by its md5: a cached export of it needs no look at the
             # weights file at all (not even the md5 check of 100 MB), so it also works offline.
-            known = KNOWN_WEIGHTS[arch]
-            key = ExportKey(arch, arch, f"md5:{known.md5}", size, mode, precision)
-            weights_path = known.cache_path
+            base = official_key(arch, size, precision)
+            weights_path = KNOWN_WEIGHTS[arch].cache_path
 
             def resolve():
                 return resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
         else:
             weights_path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
-            key = ExportKey(arch, arch, f"sha256:{file_sha256(weights_path)}", size, mode, precision)
+            base = ExportKey(arch, arch, f"sha256:{file_sha256(weights_path)}", size, None, precision)
 
             def resolve():
                 return weights_path
-    memo_key = (key, str(classes_path), threads)
+        normalization = normalization or ARCHS[arch].normalization
+    memo_key = (base, normalization, str(classes_path), threads)
     if memo_key in _classifiers:
         return _classifiers[memo_key]
-    about = cached_export(key, notice)
-    session = None
-    if about is not None:
-        try:
-            session = open_session(key.path, threads)
-        except Exception as exc:  # ONNX Runtime raises its own kinds for a file it cannot parse
-            _tell(notice, f"{key.path} cannot be loaded ({_first_line(exc)}); exporting again")
-    if session is None:
-        weights_path = resolve()
-        about = export_to_cache(key, weights_path, notice=notice, verbose=verbose, threads=threads,
-                                exporter=exporter)
-        session = open_session(key.path, threads)
+
+    def open_mode(mode):
+        """(session, about) for the export of this network with mode normalization (None: the model's own)."""
+        key = dataclasses.replace(base, normalization=mode)
+        about = cached_export(key, notice)
+        if about is not None:
+            try:
+                return open_session(key.path, threads), about
+            except Exception as exc:  # ONNX Runtime raises its own kinds for a file it cannot parse
+                _tell(notice, f"{key.path} cannot be loaded ({_first_line(exc)}); exporting again")
+        about = export_to_cache(key, resolve(), notice=notice, verbose=verbose, threads=threads, exporter=exporter)
+        return open_session(key.path, threads), about
+
+    session, about = open_mode(normalization)
     classes = _classes(named, classes_path, about["classes"])
-    classifier = OnnxClassifier(session, key.arch, str(weights_path), about["input_size"], classes,
-                                about["normalization"], str(key.path), precision,
-                                parameters=about.get("parameters", 0))
+    classifier = OnnxClassifier(base.arch, str(weights_path), about["input_size"], classes, about["normalization"],
+                                str(dataclasses.replace(base, normalization=normalization).path), precision,
+                                parameters=about.get("parameters", 0), open_mode=open_mode,
+                                sessions={about["normalization"]: session})
     _classifiers[memo_key] = classifier
     return classifier
+
+
+@dataclass(frozen=True)
+class Prepared:
+    path: Path
+    made: bool  # exported now, rather than found in the cache
+
+
+def prepare(arch, *, notice=None, verbose=False, exporter=None):
+    """Make sure the ONNX file for arch's official ImageNet weights is cached (for `weights download --onnx`).
+
+    The weights must be in the cache already. The file is loaded once, to know it works.
+    """
+    if not installed():
+        raise BackendError("--onnx needs ONNX Runtime: pip install 'resclassify[onnx]'")
+    key = dataclasses.replace(official_key(arch), normalization=ARCHS[arch].normalization)
+    was_cached = cached_export(key) is not None
+    classifier = load_classifier("imagenet", arch, offline=True, notice=notice, verbose=verbose, exporter=exporter)
+    return Prepared(Path(classifier.onnx_path), not was_cached)
+
+
+def official_key(arch, input_size=DEFAULT_SIZE, precision="float32"):
+    """The key of an export of Keras's official ImageNet weights for arch: known by their md5, no hashing."""
+    from ..weights import KNOWN_WEIGHTS
+
+    return ExportKey(arch, arch, f"md5:{KNOWN_WEIGHTS[arch].md5}", input_size, None, precision)
 
 
 def _classes(named, classes_path, outputs):
