@@ -1,7 +1,7 @@
 """Exports a Keras network to ONNX with normalization and softmax inside: uint8 images in, probabilities out.
 
 It runs in a child process (`python -m resclassify.backends.onnx_export JOB`), so that the caller
-never imports TensorFlow, Keras or tf2onnx: it reads one JSON job and prints one JSON result line.
+never imports TensorFlow, Keras or tf2onnx: it reads one JSON job and writes one JSON result file.
 """
 
 import json
@@ -110,6 +110,7 @@ def _first_line(exc):
 
 
 def main(argv=None):
+    """Run the job given as JSON in argv; write the result (or the error) as JSON to job["result"]."""
     from ..errors import ResclassifyError
 
     job = json.loads((argv or sys.argv[1:])[0])
@@ -119,8 +120,8 @@ def main(argv=None):
         result = {"error": str(exc), "kind": type(exc).__name__}
     except ExportFailed as exc:
         result = {"error": str(exc), "kind": "ExportFailed"}
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    with open(job["result"], "w", encoding="utf-8") as f:
+        json.dump(result, f)
 
 
 if __name__ == "__main__":

@@ -280,16 +280,16 @@ def run_export_process(job, *, verbose=False):
     env["KERAS_BACKEND"] = "tensorflow"
     if not verbose:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    child = subprocess.run([sys.executable, "-m", "resclassify.backends.onnx_export", json.dumps(job)],
-                           stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, text=True)
-    result = None
-    for line in reversed(child.stdout.splitlines()):
-        try:
-            result = json.loads(line)
-            break
-        except ValueError:
-            continue
+    job = dict(job, result=job["output"] + ".result")
+    try:
+        child = subprocess.run([sys.executable, "-m", "resclassify.backends.onnx_export", json.dumps(job)],
+                               # stdout carries results only: the child's chatter goes to stderr.
+                               stdout=sys.stderr if verbose else subprocess.DEVNULL,
+                               stderr=None if verbose else subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        result = _read_json(job["result"])
+    finally:
+        if os.path.exists(job["result"]):
+            os.unlink(job["result"])
     if child.returncode == 0 and isinstance(result, dict) and result.get("ok"):
         result.pop("ok")
         return result
