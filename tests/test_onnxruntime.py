@@ -523,3 +523,10 @@ def test_weights_download_onnx_prepares_an_offline_machine(cli_run, weights_file
         None, {"images": load_image(photo, resolve_preprocessing())[None]})[0][0]
     assert record["predictions"][0]["index"] == int(np.argmax(expected))
     assert len(weights_server.requests) == 1
+
+
+def test_threads_bound_onnxruntime(session_file):
+    session = ort_backend.open_session(session_file, threads=1)
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert session.get_session_options().inter_op_num_threads == 1
+    assert session.get_providers() == ["CPUExecutionProvider"]
