@@ -530,3 +530,24 @@ def test_threads_bound_onnxruntime(session_file):
     assert session.get_session_options().intra_op_num_threads == 1
     assert session.get_session_options().inter_op_num_threads == 1
     assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_what_a_killed_export_left_is_removed_by_the_next_export(onnx_home, weights_file, session_file):
+    target = the_onnx_file(onnx_home)
+    target.unlink()
+    stale = target.parent / f".{target.name}.killed.part"
+    stale.write_bytes(b"\x08" * 1000)
+    old = 3600  # an hour ago: past STALE_PART_AGE_S, and no process holds its lock
+    os.utime(stale, (stale.stat().st_mtime - old, stale.stat().st_mtime - old))
+    recent = target.parent / f".{target.name}.running.part"
+    recent.write_bytes(b"\x08" * 1000)  # too young to tell from a live export: kept
+    seen = []
+
+    def exporter(job, verbose=False):
+        seen.append(sorted(p.name for p in target.parent.glob(".*.part")))
+        return copying_exporter(session_file, [])(job)
+
+    ort_backend.load_classifier(str(weights_file), "resnet50", exporter=exporter)
+    [during] = seen
+    assert stale.name not in during and recent.name in during
+    assert sorted(p.name for p in target.parent.glob(".*")) == [recent.name]

@@ -228,14 +228,17 @@ def export_to_cache(key, weights_path, *, notice=None, verbose=False, threads=No
     exporter(job, output_path) makes the ONNX file and returns what it learnt (input size,
     classes, normalization); by default a child process runs onnx_export.
     """
-    from ..weights import CacheNotWritable, file_hash
+    from ..weights import CacheNotWritable, _lock, file_hash, remove_stale_partials
 
     exporter = exporter or run_export_process
     folder = cache_folder()
+    # What an export killed outright (kill -9) left: the same rule, and the same lock, as downloads.
+    remove_stale_partials(key.path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{key.path.name}.", suffix=".part")
-        os.close(fd)
+        writer = os.fdopen(fd, "rb")
+        _lock(writer)  # held while the child writes the file: a live export is never taken for stale
     except OSError as exc:
         raise CacheNotWritable(f"cannot write to the ONNX cache {folder}: {exc.strerror or exc}; set KERAS_HOME "
                                "to a writable folder (ONNX files go in $KERAS_HOME/models/onnx)") from None
@@ -262,6 +265,7 @@ def export_to_cache(key, weights_path, *, notice=None, verbose=False, threads=No
         except OSError as exc:
             raise CacheNotWritable(f"cannot write {key.about_path}: {exc.strerror or exc}") from None
     finally:
+        writer.close()
         if os.path.exists(temporary):
             os.unlink(temporary)
     return about
@@ -280,7 +284,8 @@ def run_export_process(job, *, verbose=False):
     env["KERAS_BACKEND"] = "tensorflow"
     if not verbose:
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    job = dict(job, result=job["output"] + ".result")
+    # Named like the .part file it sits beside, so that a killed run's leftover is cleaned up alike.
+    job = dict(job, result=job["output"] + ".result.part")
     try:
         child = subprocess.run([sys.executable, "-m", "resclassify.backends.onnx_export", json.dumps(job)],
                                # stdout carries results only: the child's chatter goes to stderr.
