@@ -10,7 +10,7 @@ import warnings
 import click
 
 from . import __version__
-from .config import (ARCH_CHOICES, BACKEND_CHOICES, DECODING_CHOICES, DEFAULT_ARCH, DEFAULT_CROP_FRACTION,
+from .config import (ALL_BACKEND_CHOICES, ARCH_CHOICES, DECODING_CHOICES, DEFAULT_ARCH, DEFAULT_CROP_FRACTION,
                      DEVICE_CHOICES, ENGINE_CHOICES, INTERPOLATION_CHOICES, NORMALIZE_MODES, PRECISION_CHOICES,
                      PREPROCESS_CHOICES, TTA_CHOICES)
 from .errors import PreprocessingError, ResclassifyError
@@ -120,7 +120,7 @@ def model_options(command):
         click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
                      help="Network inputs per call; with --tta each image brings 2 or 10 of them (its views, "
                           "never split across calls)."),
-        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None,
+        click.option("--backend", type=click.Choice(ALL_BACKEND_CHOICES), default=None,
                      help="What runs the network: onnxruntime (the network exported to ONNX once, on the CPU, "
                           "without TensorFlow), or Keras on tensorflow or jax [default: Keras on $KERAS_BACKEND "
                           "if set, else onnxruntime on a CPU when installed (the onnx extra), else tensorflow]."),

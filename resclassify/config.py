@@ -13,10 +13,10 @@ NORMALIZE_MODES = ("caffe", "tf", "torch", "none")
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 PRECISION_CHOICES = ("float32", "bfloat16", "float16")
 # The Keras backends resclassify runs on (backends/ has a module for each).
-KERAS_BACKEND_CHOICES = ("tensorflow", "jax")
+BACKEND_CHOICES = ("tensorflow", "jax")
 # What --backend takes: a Keras backend, or ONNX Runtime running the network exported from Keras.
 ONNXRUNTIME = "onnxruntime"
-BACKEND_CHOICES = KERAS_BACKEND_CHOICES + (ONNXRUNTIME,)
+ALL_BACKEND_CHOICES = BACKEND_CHOICES + (ONNXRUNTIME,)
 # Where a run executes (resclassify.engines): this machine, or a Ray cluster.
 ENGINE_CHOICES = ("local", "ray")
 # Where images are decoded: auto picks from the cores, the device and the run's length (decoding.py).

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import warnings
 
-from ..config import (BACKEND_CHOICES, CAFFE_MEAN_BGR, KERAS_BACKEND_CHOICES, ONNXRUNTIME, PRECISION_CHOICES,
+from ..config import (ALL_BACKEND_CHOICES, BACKEND_CHOICES, CAFFE_MEAN_BGR, ONNXRUNTIME, PRECISION_CHOICES,
                       TORCH_MEAN_RGB, TORCH_STD_RGB, check_choice)
 from ..errors import BackendError, DeviceError
 
@@ -139,15 +139,15 @@ def resolve(requested=None):
         name = os.environ[BACKEND_VARIABLE].strip().lower()
         source = f"{BACKEND_VARIABLE}={name}"
     else:
-        for name in (DEFAULT_BACKEND,) + KERAS_BACKEND_CHOICES:
+        for name in (DEFAULT_BACKEND,) + BACKEND_CHOICES:
             if installed(name):
                 return name
         raise BackendError("no Keras backend is installed: pip install tensorflow, or pip install "
                            "'resclassify[jax]'")
-    if name not in KERAS_BACKEND_CHOICES:
+    if name not in BACKEND_CHOICES:
         if requested is not None:
-            check_choice("backend", requested, KERAS_BACKEND_CHOICES)
-        raise BackendError(f"{source}: resclassify runs Keras on {' or '.join(KERAS_BACKEND_CHOICES)}")
+            check_choice("backend", requested, BACKEND_CHOICES)
+        raise BackendError(f"{source}: resclassify runs on {' or '.join(BACKEND_CHOICES)}")
     if not installed(name):
         raise BackendError(f"{source}: {_LABEL[name]} is not installed; {_INSTALL[name]}")
     return name
@@ -165,7 +165,7 @@ def choose(requested=None, *, device="auto", precision="float32"):
 
     check_choice("precision", precision, PRECISION_CHOICES)
     if requested is not None:
-        check_choice("backend", requested, BACKEND_CHOICES)
+        check_choice("backend", requested, ALL_BACKEND_CHOICES)
     if requested == ONNXRUNTIME:
         if not onnxruntime.installed():
             raise BackendError("--backend onnxruntime: ONNX Runtime is not installed; pip install 'resclassify[onnx]'")
