@@ -104,13 +104,15 @@ def _recipe(arguments):
 
 def about(devices=False):
     """What `resclassify info` shows, as a dict: versions of resclassify, Python, Keras, each backend
-    and ONNX Runtime, the backend a run gets by default, the weights cache and the files in it;
+    and ONNX Runtime, the backend a run gets by default, the weights cache and the files in it
+    (weights, and the ONNX files made from them);
     with devices=True, the devices each installed backend sees (each listed by a child process,
     so this process never imports a backend).
     """
     import platform
 
     from . import backends
+    from .backends import onnxruntime
     from .weights import cache_dir, cached_files
 
     default, why = backends.default_choice()
@@ -123,6 +125,7 @@ def about(devices=False):
         "onnxruntime": backends.version("onnxruntime"),
         "cache_folder": str(cache_dir()),
         "cached_weights": cached_files(),
+        "cached_onnx": onnxruntime.cached_files(),
     }
 
 

@@ -889,6 +889,8 @@ class InfoTextWriter:
             lines.append(("cached weights" if i == 0 else "", f"{row['file']} ({about}{row['size'] / 2**20:.1f} MiB)"))
         if not cached:
             lines.append(("cached weights", "none"))
+        for i, row in enumerate(info.get("cached_onnx", ())):
+            lines.append(("cached onnx" if i == 0 else "", f"{row['file']} ({row['size'] / 2**20:.1f} MiB)"))
         width = max(len(label) for label, _ in lines) + 2
         self.stream.write("".join(f"{label:<{width}}{text}\n" for label, text in lines))
         self.stream.flush()

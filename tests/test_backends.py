@@ -76,8 +76,11 @@ def test_the_flag_wins_over_the_variable_which_wins_over_the_default(monkeypatch
 
 
 def test_without_tensorflow_the_installed_backend_is_the_default(monkeypatch):
+    from resclassify.backends import onnxruntime
+
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(backends, "installed", lambda name: name == "jax")
+    monkeypatch.setattr(onnxruntime, "installed", lambda: False)
     assert backends.resolve() == "jax"
     assert backends.default_choice() == ("jax", "KERAS_BACKEND is not set; tensorflow is not installed")
 
@@ -151,6 +154,7 @@ def test_info_lists_versions_the_default_backend_and_cached_weights(cli_run, wei
     import importlib.metadata
 
     from resclassify import __version__
+    from resclassify.backends import onnxruntime
     from resclassify.weights import KNOWN_WEIGHTS, cache_dir
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
@@ -164,7 +168,14 @@ def test_info_lists_versions_the_default_backend_and_cached_weights(cli_run, wei
     assert lines[3].split() == ["tensorflow", importlib.metadata.version("tensorflow")]
     assert lines[4].split() == ["jax", importlib.metadata.version("jax"), "(jaxlib",
                                 importlib.metadata.version("jaxlib") + ")"]
-    assert "backend         tensorflow (KERAS_BACKEND is not set)" in lines
+    # On a CPU with ONNX Runtime installed (the test extra installs it), a run gets ONNX Runtime.
+    monkeypatch.setattr(onnxruntime, "nvidia_gpu_present", lambda: False)
+    assert "backend         onnxruntime (KERAS_BACKEND is not set; ONNX Runtime is installed and there is no " \
+           "NVIDIA GPU)" in cli_run("info").stdout.splitlines()
+    monkeypatch.setattr(onnxruntime, "nvidia_gpu_present", lambda: True)
+    lines = cli_run("info").stdout.splitlines()
+    assert "backend         tensorflow (KERAS_BACKEND is not set; an NVIDIA GPU is present (ONNX Runtime runs on " \
+           "the CPU))" in lines
     assert f"cache folder    {cache_dir()}" in lines
     assert lines[-1] == f"cached weights  {KNOWN_WEIGHTS['resnet50'].file_name} (resnet50, 1.0 MiB)"
     assert not any(line.startswith("devices") for line in lines)

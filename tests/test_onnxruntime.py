@@ -551,3 +551,14 @@ def test_what_a_killed_export_left_is_removed_by_the_next_export(onnx_home, weig
     [during] = seen
     assert stale.name not in during and recent.name in during
     assert sorted(p.name for p in target.parent.glob(".*")) == [recent.name]
+
+
+def test_info_lists_the_cached_onnx_files(cli_run, onnx_home, weights_file):
+    path = the_onnx_file(onnx_home)
+    info = json.loads(cli_run("info", "--json").stdout)
+    assert info["cached_onnx"] == [{"file": path.name, "size": path.stat().st_size, "path": str(path),
+                                    "arch": "resnet50", "weights": str(weights_file), "input_size": 224,
+                                    "normalization": "caffe", "precision": "float32"}]
+    assert info["onnxruntime"] == ort_backend.version()
+    text = cli_run("info").stdout.splitlines()
+    assert text[-1] == f"cached onnx     {path.name} ({path.stat().st_size / 2**20:.1f} MiB)"

@@ -75,15 +75,22 @@ def version(distribution):
 
 
 def default_choice():
-    """(backend, why) for a run without --backend, or (None, the reason there is none)."""
+    """(backend, why) for a run without --backend (on --device auto, in float32), or (None, the reason there is none)."""
+    from . import onnxruntime
+
     variable = os.environ.get(BACKEND_VARIABLE, "").strip()
     try:
-        name = resolve()
+        name = choose()
     except BackendError as exc:
         return None, str(exc)
     if variable:
         return name, f"{BACKEND_VARIABLE}={variable}"
-    return name, f"{BACKEND_VARIABLE} is not set" + ("" if name == DEFAULT_BACKEND else f"; {DEFAULT_BACKEND} is not installed")
+    if name == ONNXRUNTIME:
+        return name, f"{BACKEND_VARIABLE} is not set; ONNX Runtime is installed and there is no NVIDIA GPU"
+    why = f"{BACKEND_VARIABLE} is not set"
+    if onnxruntime.installed():
+        why += "; an NVIDIA GPU is present (ONNX Runtime runs on the CPU)"
+    return name, why + ("" if name == DEFAULT_BACKEND else f"; {DEFAULT_BACKEND} is not installed")
 
 
 def describe(devices=False):

@@ -322,16 +322,25 @@ def _child_failure(child):
 
 
 def cached_files():
-    """Every cached ONNX file with its record (for `resclassify info`), newest first."""
+    """For `resclassify info`: each cached ONNX file (file, size, path) and what it was made from, by name."""
     folder = cache_folder()
-    if not folder.is_dir():
+    try:
+        paths = sorted(folder.glob("*.onnx"))
+    except OSError:
         return []
-    found = []
-    for path in folder.glob("*.onnx"):
+    rows = []
+    for path in paths:
         about = _read_json(path.with_suffix(".json"))
-        found.append({"path": str(path), "size": path.stat().st_size,
-                      "about": about if isinstance(about, dict) else None})
-    return sorted(found, key=lambda entry: entry["path"])
+        about = about if isinstance(about, dict) else {}
+        key = about.get("key") if isinstance(about.get("key"), dict) else {}
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        rows.append({"file": path.name, "size": size, "path": str(path), "arch": key.get("arch"),
+                     "weights": about.get("weights"), "input_size": about.get("input_size"),
+                     "normalization": about.get("normalization"), "precision": key.get("precision")})
+    return rows
 
 
 # --- the network ---------------------------------------------------------------------------
