@@ -116,7 +116,7 @@ def test_a_second_backend_in_one_process_is_a_one_line_error(cli_run, model, wei
     ({"arch": "resnet18"}, "unknown architecture 'resnet18'; choose from resnet50, resnet101, resnet152, "
                            "resnet50v2, resnet101v2, resnet152v2"),
     ({"precision": "float8"}, "unknown precision 'float8'; choose from float32, bfloat16, float16"),
-    ({"backend": "numpy"}, "unknown backend 'numpy'; choose from tensorflow, jax"),
+    ({"backend": "numpy"}, "unknown backend 'numpy'; choose from tensorflow, jax, onnxruntime"),
     ({"device": "tpu"}, "unknown device 'tpu'; choose from auto, cpu, gpu"),
 ])
 def test_an_unknown_choice_passed_to_the_library_raises_one_kind_of_error(weights_file, options, message):

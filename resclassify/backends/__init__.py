@@ -40,8 +40,8 @@ import subprocess
 import sys
 import warnings
 
-from ..config import (ALL_BACKEND_CHOICES, BACKEND_CHOICES, CAFFE_MEAN_BGR, ONNXRUNTIME, PRECISION_CHOICES,
-                      TORCH_MEAN_RGB, TORCH_STD_RGB, check_choice)
+from ..config import (ALL_BACKEND_CHOICES, BACKEND_CHOICES, CAFFE_MEAN_BGR, DEVICE_CHOICES, ONNXRUNTIME,
+                      PRECISION_CHOICES, TORCH_MEAN_RGB, TORCH_STD_RGB, check_choice)
 from ..errors import BackendError, DeviceError
 
 BACKEND_VARIABLE = "KERAS_BACKEND"
@@ -171,6 +171,7 @@ def choose(requested=None, *, device="auto", precision="float32"):
     from . import onnxruntime
 
     check_choice("precision", precision, PRECISION_CHOICES)
+    check_choice("device", device, DEVICE_CHOICES)
     if requested is not None:
         check_choice("backend", requested, ALL_BACKEND_CHOICES)
     if requested == ONNXRUNTIME:
