@@ -562,3 +562,23 @@ def test_info_lists_the_cached_onnx_files(cli_run, onnx_home, weights_file):
     assert info["onnxruntime"] == ort_backend.version()
     text = cli_run("info").stdout.splitlines()
     assert text[-1] == f"cached onnx     {path.name} ({path.stat().st_size / 2**20:.1f} MiB)"
+
+
+def test_test_time_views_give_the_keras_answers(cli_run, onnx_home, weights_file):
+    photos = [str(p) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))]
+    args = ["predict", "--weights", weights_file, "--tta", "flip", "--json", *photos]
+    onnx = records_of(cli_run(*args, "--backend", "onnxruntime"))
+    keras = records_of(cli_run(*args, "--backend", "tensorflow"))
+    assert_same_predictions(onnx, keras)
+    assert [p.name for p in (onnx_home / "models" / "onnx").glob("*.onnx")] == [the_onnx_file(onnx_home).name]
+
+
+def test_a_size_the_model_refuses_is_the_keras_usage_error(cli_run, colour_model):
+    model_file, classes, photos = colour_model
+    args = ["predict", "--model", model_file, "--classes", classes, "--size", "96", photos[0]]
+    keras = cli_run(*args, "--backend", "tensorflow")
+    onnx = cli_run(*args, "--backend", "onnxruntime")
+    assert keras.exit_code == 2 and "--size" in keras.stderr
+    assert (onnx.exit_code, onnx.stdout, onnx.stderr.splitlines()[-1]) == (
+        keras.exit_code, keras.stdout, keras.stderr.splitlines()[-1])
+    assert list(ort_backend.cache_folder().glob("*.onnx")) == []

@@ -46,15 +46,16 @@ def export(job):
     """Load the network the job names, export it to job["output"], and check ONNX Runtime agrees with Keras."""
     from .. import model as keras_models
 
+    size = job.get("input_size")
     if job["arch"] == "custom":
         classifier = keras_models.load_custom_classifier(job["weights"], "cpu", threads=job.get("threads"),
-                                                         backend="tensorflow")
+                                                         backend="tensorflow", size=size)
     else:
         classifier = keras_models.load_classifier(job["weights"], job["arch"], "cpu", threads=job.get("threads"),
-                                                  backend="tensorflow")
+                                                  backend="tensorflow", size=size)
     import tensorflow as tf  # started quietly by the loader above
 
-    size = job.get("input_size") or classifier.input_size
+    size = size or classifier.input_size
     normalization = job.get("normalization") or classifier.normalization
     wrapper = uint8_network(classifier.keras_model, size, normalization, classifier.ends_in_probabilities)
     signature = [tf.TensorSpec((None, size, size, 3), tf.uint8, name=INPUT_NAME)]
@@ -117,7 +118,7 @@ def main(argv=None):
     try:
         result = {"ok": True, **export(job)}
     except ResclassifyError as exc:  # the weights or model did not load: the same error Keras gives
-        result = {"error": str(exc), "kind": type(exc).__name__}
+        result = {"error": str(exc), "kind": type(exc).__name__, "option": getattr(exc, "option", None)}
     except ExportFailed as exc:
         result = {"error": str(exc), "kind": "ExportFailed"}
     with open(job["result"], "w", encoding="utf-8") as f:

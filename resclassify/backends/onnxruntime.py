@@ -23,7 +23,7 @@ import numpy as np
 
 from ..archs import ARCH_CHOICES, ARCHS
 from ..config import DEFAULT_SIZE, NORMALIZE_MODES, check_choice, resolve_preprocessing
-from ..errors import BackendError, ExportError, ModelError, WeightsError
+from ..errors import BackendError, ExportError, ModelError
 from ..labels import ClassIndex, imagenet_classes, read_class_file
 
 NAME = "onnxruntime"
@@ -299,9 +299,20 @@ def run_export_process(job, *, verbose=False):
         result.pop("ok")
         return result
     if isinstance(result, dict) and "error" in result:
-        kind = {"WeightsError": WeightsError, "ModelError": ModelError}.get(result.get("kind"), ExportError)
-        raise kind(result["error"])
+        raise _error_of_kind(result)
     raise ExportError(f"exporting {Path(job['weights']).name} to ONNX failed: {_child_failure(child)}")
+
+
+def _error_of_kind(result):
+    """The child's error as the same resclassify error (a WeightsError stays one); ExportError otherwise."""
+    from .. import errors
+
+    kind = getattr(errors, str(result.get("kind")), None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.ResclassifyError)) or issubclass(kind, errors.InputError):
+        return ExportError(result["error"])
+    if issubclass(kind, errors.PreprocessingError):
+        return kind(result["error"], result.get("option"))
+    return kind(result["error"])
 
 
 def _child_failure(child):
@@ -372,9 +383,11 @@ class OnnxClassifier:
     def name(self):
         return Path(self.weights).name if self.arch == "custom" else self.arch
 
-    def preprocessing(self, name="center-crop", *, mode=None, exact_decode=False):
+    def preprocessing(self, name="center-crop", *, crop_fraction=None, interpolation=None, tta=None, mode=None,
+                      exact_decode=False):
         """The preprocessing for this network: its input size, and its normalization unless mode overrides it."""
-        return resolve_preprocessing(name, size=self.input_size, mode=mode or self.normalization,
+        return resolve_preprocessing(name, size=self.input_size, crop_fraction=crop_fraction,
+                                     interpolation=interpolation, tta=tta, mode=mode or self.normalization,
                                      exact_decode=exact_decode)
 
     def predict(self, batch, pad_to=None, normalization=None):
