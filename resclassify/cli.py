@@ -1,6 +1,7 @@
 """The command line: reads options, calls the library, prints; errors become one line and an exit code."""
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import os
@@ -20,6 +21,10 @@ from .output import GuardedStream, display_path, file_extensions, file_format, f
 DEBUG_VARIABLE = "RESCLASSIFY_DEBUG"
 # The shell's status for a command ended by Ctrl-C (128 + SIGINT).
 INTERRUPTED_STATUS = 130
+# predict and eval finished, but more inputs could not be read than --max-failures allows: apart
+# from 1 (an error that stopped the run, or --fail-under) and 2 (a usage error), so that a job
+# controller can tell bad data, which a retry does not mend, from a crash.
+UNREADABLE_STATUS = 3
 
 
 class Interrupted(Exception):
@@ -246,6 +251,58 @@ def open_model_for(engine, options):
     return open_model(**options)
 
 
+class FailureAllowance(click.ParamType):
+    """--max-failures: N inputs, or N% of the run's inputs, that may be unreadable with exit status 0."""
+
+    name = "N|N%"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Allowance):
+            return value
+        text = str(value).strip()
+        try:
+            number = float(text[:-1]) if text.endswith("%") else int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a count (5) or a percentage (0.5%)", param, ctx)
+        if not 0 <= number <= (100 if text.endswith("%") else number):
+            self.fail(f"{value!r}: a count is 0 or more, a percentage 0% to 100%", param, ctx)
+        return Allowance(text, number, text.endswith("%"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Allowance:
+    text: str
+    number: float
+    percent: bool
+
+    def allows(self, failed, total):
+        return failed * 100 <= self.number * total if self.percent else failed <= self.number
+
+
+def max_failures_option(command):
+    return click.option("--max-failures", type=FailureAllowance(), default=None,
+                        help="Accept up to N unreadable inputs (or N% of the run's inputs, earlier records of a "
+                             "--resume included) with exit status 0; beyond that, or with any unreadable input "
+                             f"when not given, the run still finishes, with exit status {UNREADABLE_STATUS}.")(command)
+
+
+def failure_status(failed, total, max_failures, quiet, counted):
+    """The exit status for `failed` of `total` inputs unreadable: 0, or UNREADABLE_STATUS beyond --max-failures;
+    one line on stderr saying how many (unless quiet). counted: "inputs could not be classified", say."""
+    if not failed:
+        return 0
+    within = max_failures is not None and max_failures.allows(failed, total)
+    if not quiet:
+        if max_failures is None:
+            verdict = ""
+        elif within:
+            verdict = f" (within --max-failures {max_failures.text})"
+        else:
+            verdict = f", more than --max-failures {max_failures.text} allows"
+        report_warning(f"{failed} of {total} {counted}{verdict}")
+    return 0 if within else UNREADABLE_STATUS
+
+
 def check_resume_options(output, output_option, resume, force):
     if resume and output is None:
         raise click.UsageError(f"--resume continues the file {output_option} names: give {output_option} FILE")
@@ -264,11 +321,29 @@ def earlier_records(path, paths, identity):
 
 
 def open_for_appending(path):
-    """The file, opened to add records (--resume), as a GuardedStream: a full disk names it."""
+    """The record file, opened to add records (--resume) and locked against other runs, as a GuardedStream."""
+    return open_record_output(path, "append")
+
+
+def open_record_output(path, how):
+    """A record file (predict --output, eval --predictions-out) opened as records.open_record_file does ("new",
+    "replace" or "append"), locked while this run writes it, as a GuardedStream: a full disk names it."""
+    from .records import open_record_file
+
     try:
-        return GuardedStream(open(path, "a", encoding="utf-8", newline=""), path)
+        return GuardedStream(open_record_file(path, how), path)
+    except FileExistsError:
+        raise CommandError(f"{path}: already exists; pass --force to overwrite it") from None
     except OSError as exc:
         raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def lock_early(path, resume):
+    """--resume of a file that exists: open and lock it now, before anything slow starts, so that a second run
+    on the same file stops at once; None otherwise (the file is opened and locked where it is written)."""
+    if resume and os.path.exists(path):
+        return open_for_appending(path)
+    return contextlib.nullcontext()
 
 
 def open_decoding(engine, images, options):
@@ -396,11 +471,12 @@ def opened_probabilities(path, rows, classes, force):
               help="Continue the --output file of an interrupted run: keep its records, drop a half-written "
                    "last line, classify only the inputs it lacks.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --output or --probabilities-out file.")
+@max_failures_option
 @scale_options
 @model_options
 @reports_errors
-def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resume, force, shard_text, shards,
-            engine, ray_address, **options):
+def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resume, force, max_failures, shard_text,
+            shards, engine, ray_address, **options):
     """Print the top classes for each image.
 
     INPUT is an image file, a folder (searched recursively for images), or - to read paths
@@ -446,6 +522,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     if shard is not None:
         items = shard.take(items, key=input_path)
     with contextlib.ExitStack() as stack:
+        record_stream = stack.enter_context(lock_early(output, resume))
         # Decode workers start before the model loads, so that the two overlap.
         decoder = stack.enter_context(open_decoding(engine, count_images(items), options))
         model, preprocessing = open_model_for(engine, options)
@@ -453,6 +530,8 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
         if resume:
             from .records import identity_of_run
 
+            if record_stream is None:  # no file when the run started: locked before it is read all the same
+                record_stream = stack.enter_context(open_for_appending(output))
             existing, counts = earlier_records(output, [input_path(item) for item in items],
                                                identity_of_run(model, preprocessing, top_k))
             earlier_failed = sum(1 for record in existing.records if "error" in record)
@@ -475,8 +554,9 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
             writers.append(open_writer("predictions", output_format, GuardedStream(sys.stdout, "stdout"),
                                        about=about))
         if output is not None:
-            stream = stack.enter_context(open_for_appending(output) if resume else open_for_writing(output, force))
-            writers.append(open_file_writer("predict-records", output, stream, header=header))
+            if record_stream is None:
+                record_stream = stack.enter_context(open_record_output(output, "replace" if force else "new"))
+            writers.append(open_file_writer("predict-records", output, record_stream, header=header))
         probabilities = stack.enter_context(
             opened_probabilities(probabilities_out, len(items), len(model.classes), force))
         stack.enter_context(engine)
@@ -500,10 +580,9 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
                 raise
         for writer in writers:
             writer.close()
-    if failed:
-        if not options["quiet"]:
-            report_warning(f"{failed} of {total} inputs could not be classified")
-        sys.exit(1)
+    status = failure_status(failed, total, max_failures, options["quiet"], "inputs could not be classified")
+    if status:
+        sys.exit(status)
 
 
 def report_images_option(command):
@@ -546,13 +625,41 @@ def write_confusion_rows(writer, rows):
     writer.close()
 
 
-def check_can_write(path, force):
-    """Refuse an existing file without --force, and a missing folder, before anything runs."""
+def check_can_write(path, force, replaced=False):
+    """Refuse an existing file without --force, and a missing folder or one that cannot be written, before anything
+    runs. replaced: the file is written beside and renamed into place (the HTML report), so its folder must take
+    a new file even where the file itself exists."""
     if os.path.exists(path) and not force:
         raise CommandError(f"{path}: already exists; pass --force to overwrite it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CommandError(f"{path}: cannot write: no such folder {folder}")
+    try:
+        if os.path.exists(path) and not replaced:
+            if os.path.isfile(path):  # not a FIFO, which would wait for a reader
+                open(path, "ab").close()  # written in place: changes nothing, but fails where it cannot be written
+        else:
+            # A real file made and removed, not os.access: root passes that where writing fails (/proc, a
+            # read-only mount; a folder of another user over NFS).
+            import tempfile
+
+            with tempfile.TemporaryFile(dir=folder, prefix=".resclassify-check-"):
+                pass
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot write in {folder}: {exc.strerror or exc}") from None
+
+
+def open_whole_run_output(path, force, resume):
+    """A file that holds what the whole run found (--misclassified-out, --confusion-out): after --resume, made again
+    from every record and put in place of the earlier run's at the end; else written as the run goes."""
+    from .output import ReplacingFile
+
+    if not resume:
+        return open_for_writing(path, force)
+    try:
+        return ReplacingFile(path)
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
 def open_for_writing(path, force):
@@ -597,12 +704,13 @@ def open_for_writing(path, force):
                                             "--misclassified-out, --report, --probabilities-out, --confusion-out).")
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None, metavar="PCT",
               help="Exit with status 1 when top-1 accuracy (in %) is below PCT.")
+@max_failures_option
 @scale_options
 @model_options
 @reports_errors
 def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k, limit, format_name, as_json,
                  predictions_out, misclassified_out, report_path, report_images, resume, probabilities_out,
-                 confusion_out, force, fail_under, shard_text, shards, engine, ray_address, **options):
+                 confusion_out, force, fail_under, max_failures, shard_text, shards, engine, ray_address, **options):
     """Measure top-1/top-5 accuracy over a folder of labelled images.
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
@@ -637,7 +745,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
     if from_predictions:
         report_format = chosen_format("report", format_name, as_json)
         return report_from_files(sources, report_format, misclassified_out, report_path, report_images, force,
-                                 fail_under)
+                                 fail_under, max_failures)
     if len(sources) != 1:
         raise click.UsageError("eval takes one FOLDER (or --from-predictions FILE...)" if sources else
                                "Missing argument 'FOLDER'.")
@@ -651,7 +759,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
                                "not run again, so their probabilities are not known")
     shard = chosen_shard(shard_text, shards)
     for path in outputs:
-        check_can_write(path, force or (resume and path == predictions_out))
+        # --resume makes every whole-run output again from all the records, over the earlier run's files.
+        check_can_write(path, force or resume, replaced=path == report_path or (resume and path != predictions_out))
     quiet = options["quiet"]
     engine = chosen_engine(engine, ray_address, options)
     # Ground truth before the model where the class names are known without it, so that a
@@ -663,6 +772,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
     else:
         truth = None
     with contextlib.ExitStack() as stack:
+        record_stream = stack.enter_context(lock_early(predictions_out, resume))
         # Decode workers start before the model loads (so that the two overlap) where the images are known.
         decoder = None if truth is None else stack.enter_context(
             open_decoding(engine, evaluation_count(truth, limit, shard), options))
@@ -680,6 +790,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
             from .evaluation import check_earlier_records
             from .records import cut_to_whole_records, identity_of_run, read_record_file
 
+            if record_stream is None:  # no file when the run started: locked before it is read all the same
+                record_stream = stack.enter_context(open_for_appending(predictions_out))
             previous = read_record_file(predictions_out)
             earlier = previous.records
             # The same checks run_evaluation makes, before the file is cut: a file that is refused stays whole.
@@ -692,12 +804,12 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
 
         writers = []
         if predictions_out:
-            stream = stack.enter_context(open_for_appending(predictions_out) if resume else
-                                         open_for_writing(predictions_out, force))
-            writers.append((open_file_writer("eval-records", predictions_out, stream, ks=reported_ks(top_k),
+            if record_stream is None:
+                record_stream = stack.enter_context(open_record_output(predictions_out, "replace" if force else "new"))
+            writers.append((open_file_writer("eval-records", predictions_out, record_stream, ks=reported_ks(top_k),
                                              real_labels=real, header=header), None))
         if misclassified_out:
-            stream = stack.enter_context(open_for_writing(misclassified_out, force or resume))
+            stream = stack.enter_context(open_whole_run_output(misclassified_out, force, resume))
             writers.append((open_file_writer("misclassified", misclassified_out, stream, real_labels=real),
                             misclassified_record))
         probabilities = stack.enter_context(
@@ -705,7 +817,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         confusion = None
         if confusion_out:
             confusion = open_file_writer("confusion", confusion_out,
-                                         stack.enter_context(open_for_writing(confusion_out, force)))
+                                         stack.enter_context(open_whole_run_output(confusion_out, force, resume)))
         collector = None
         if report_path:
             from .report_html import ReportCollector
@@ -742,7 +854,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
                                 on_confusion_matrix=(lambda rows: write_confusion_rows(confusion, rows)) if confusion
                                 else None)
     finish_evaluation(report, chosen_format("report", format_name, as_json), fail_under, quiet, run_count, report_path,
-                      collector, force)
+                      collector, force or resume, max_failures)
 
 
 def evaluation_count(truth, limit, shard):
@@ -754,14 +866,15 @@ def evaluation_count(truth, limit, shard):
     return count
 
 
-def report_from_files(files, report_format, misclassified_out, report_path, report_images, force, fail_under):
+def report_from_files(files, report_format, misclassified_out, report_path, report_images, force, fail_under,
+                      max_failures):
     """eval --from-predictions: the report of the files' records, no model; only output options apply."""
     from .evaluation import misclassified_record, report_from_prediction_files
     from .output import open_file_writer
 
     ctx = click.get_current_context()
     allowed = {"sources", "from_predictions", "format_name", "as_json", "misclassified_out", "report_path",
-               "report_images", "force", "fail_under", "quiet"}
+               "report_images", "force", "fail_under", "max_failures", "quiet"}
     given = [param for param in ctx.command.params if param.name not in allowed
              and ctx.get_parameter_source(param.name) is not click.core.ParameterSource.DEFAULT]
     if given:
@@ -771,7 +884,7 @@ def report_from_files(files, report_format, misclassified_out, report_path, repo
         raise click.UsageError("--from-predictions needs the prediction files: FILE...")
     for path in (misclassified_out, report_path):
         if path is not None:
-            check_can_write(path, force)
+            check_can_write(path, force, replaced=path == report_path)
     report, records = report_from_prediction_files(files)
     collector = None
     if report_path:
@@ -792,12 +905,14 @@ def report_from_files(files, report_format, misclassified_out, report_path, repo
     for failure in report["failed"]:
         report_error(f"{display_path(failure['path'])}: {failure['error']}")
     run_count = report["images"]["evaluated"] + report["images"]["failed"]
-    finish_evaluation(report, report_format, fail_under, ctx.params["quiet"], run_count, report_path, collector, force)
+    finish_evaluation(report, report_format, fail_under, ctx.params["quiet"], run_count, report_path, collector, force,
+                      max_failures)
 
 
 def finish_evaluation(report, report_format, fail_under, quiet, run_count, report_path=None, collector=None,
-                      force=False):
-    """Print the report (and write the HTML page); exit 1 when images failed or top-1 is under --fail-under."""
+                      force=False, max_failures=None):
+    """Print the report (and write the HTML page); exit 1 when top-1 is under --fail-under, else UNREADABLE_STATUS
+    when more images failed than --max-failures allows."""
     from .output import open_writer
 
     writer = open_writer("report", report_format, GuardedStream(sys.stdout, "stdout"))
@@ -805,12 +920,8 @@ def finish_evaluation(report, report_format, fail_under, quiet, run_count, repor
     writer.close()
     if report_path:
         write_report_page(report_path, report, collector, force)
-    status = 0
-    failed = report["images"]["failed"]
-    if failed:
-        if not quiet:
-            report_warning(f"{failed} of {run_count} images could not be read; they are left out of the figures")
-        status = 1
+    status = failure_status(report["images"]["failed"], run_count, max_failures, quiet,
+                            "images could not be read; they are left out of the figures")
     top1 = report["accuracy"]["top1"]["accuracy_percent"]
     if fail_under is not None and (top1 is None or top1 < fail_under):
         shown = "n/a (no image evaluated)" if top1 is None else f"{top1:.2f}%"

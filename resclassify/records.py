@@ -359,6 +359,59 @@ def _eval_rows(result, header, rows):
         result.whole_bytes = end
 
 
+# ---------------------------------------------------------------------------------------------
+# Writing record files: one run at a time.
+
+# How a run opens its record file: a new file (refused if one appeared meanwhile), an existing
+# one emptied (--force), or one continued (--resume).
+OPEN_FLAGS = {"new": os.O_CREAT | os.O_EXCL, "replace": os.O_CREAT, "append": os.O_CREAT | os.O_APPEND}
+
+
+def open_record_file(path, how):
+    """path opened to write records ("new", "replace" or "append"), locked against other runs while it stays open.
+
+    The lock is flock on the file itself: the file is written in place (never renamed over), and
+    the kernel drops the lock when its holder dies, so a killed run never blocks the next. The
+    file is locked before it is emptied, so a refused run leaves another run's file as it was;
+    --resume takes the lock before reading the file. A file another run holds is a
+    RecordFileError naming it (and the holder's pid, where /proc/locks tells it).
+    """
+    import fcntl
+
+    descriptor = os.open(path, os.O_WRONLY | OPEN_FLAGS[how], 0o666)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(descriptor)
+            raise RecordFileError(f"{path}: is being written by another run{f' (pid {holder})' if holder else ''}; "
+                                  "wait for it to end, or write to another file") from None
+        if how == "replace":
+            os.ftruncate(descriptor, 0)
+        return open(descriptor, "a" if how == "append" else "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def lock_holder(descriptor):
+    """The pid of a process that holds a flock on the open file, from Linux's /proc/locks; None if unknown."""
+    stat = os.fstat(descriptor)
+    # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF": the device as hex major:minor, then the inode.
+    key = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()
+                if "FLOCK" in fields and key in fields and "->" not in fields:
+                    pid = fields[fields.index(key) - 1]
+                    if pid.isdigit() and int(pid) not in (0, os.getpid()):
+                        return int(pid)
+    except OSError:
+        pass
+    return None
+
+
 def cut_to_whole_records(record_file):
     """Drop what a killed run left half-written at the end of the file, so that appending continues it."""
     if os.path.exists(record_file.path) and os.path.getsize(record_file.path) != record_file.whole_bytes:

@@ -39,7 +39,7 @@ def test_human_summary(cli_run, weights_file, six):
     broken.write_bytes(b"not an image")
     shutil.copy(folder / CLASSES.wnids[labels[0]] / "image0.jpg", folder / "loose.jpg")
     result = cli_run(*eval_args(weights_file, folder, "--workers", "3", "--threads", "2"))
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr == (
         f"resclassify: warning: 1 image skipped, not in a class folder: {folder / 'loose.jpg'}\n"
         f"resclassify: error: {broken}: cannot identify image file\n"
@@ -400,7 +400,7 @@ def test_hostile_folder_links_fifos_loops_and_merged_class_folders(cli_run, weig
     os.mkfifo(data / "tiger_cat" / "pipe.jpg")
     (data / "loop.jpg").symlink_to("loop.jpg")
     result = cli_run(*eval_args(weights_file, data, "--json"))
-    assert result.exit_code == 1  # the FIFO could not be read
+    assert result.exit_code == 3  # the FIFO could not be read
     report = json.loads(result.stdout)
     assert report["images"] == {"found": 6, "labelled": 5, "limit": None, "not_run": 0, "evaluated": 4,
                                 "failed": 1, "skipped": 1}

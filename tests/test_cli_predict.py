@@ -80,7 +80,7 @@ def test_worker_processes_give_the_same_records_and_errors_and_the_run_line_says
     threads = cli_run("predict", "--weights", weights_file, "--json", "--decoding", "threads", *inputs)
     processes = cli_run("predict", "--weights", weights_file, "--json", "--decoding", "processes", "--workers", "2",
                         *inputs)
-    assert processes.exit_code == threads.exit_code == 1
+    assert processes.exit_code == threads.exit_code == 3
     assert processes.stderr == threads.stderr == (
         f"resclassify: error: {broken}: cannot identify image file\n"
         f"resclassify: warning: 1 of {len(inputs)} inputs could not be classified\n")
@@ -154,7 +154,7 @@ def test_bad_inputs_are_reported_and_the_good_ones_still_classified(tmp_path, cl
     inputs = [good[0], str(truncated), str(empty), good[1], str(text), str(missing), good[2]]
 
     result = cli_run("predict", "--weights", weights_file, "--json", *inputs)
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     records = jsonl(result.stdout)
     assert [r["path"] for r in records] == inputs
     # 7 inputs here, 3 in the library run: other batch shapes, so probabilities agree to a tolerance.
@@ -331,7 +331,7 @@ def test_hostile_inputs_each_get_their_reason_and_the_rest_is_classified(tmp_pat
 
     result = cli_run("predict", "--weights", weights_file, "--json", "-k", "1", photos, fifo_given, loop_given, "-",
                      input=os.fsencode(fifo_listed) + b"\n")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     records = jsonl(result.stdout)
     by_name = {os.path.basename(r["path"]): r for r in records}
     assert sorted(by_name) == sorted(["caf\ufffd.jpg", "good.jpg", "loop.jpg", "nested.png", "pipe.jpg", "strip.png",
@@ -362,7 +362,7 @@ def test_hostile_inputs_each_get_their_reason_and_the_rest_is_classified(tmp_pat
 
 def test_empty_stdin_is_an_error_like_an_empty_folder(cli_run, weights_file):
     result = cli_run("predict", "--weights", weights_file, "--json", "-", input="")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert jsonl(result.stdout) == [{"path": "-", "error": "no paths on stdin"}]
     assert result.stderr.splitlines()[0] == "resclassify: error: -: no paths on stdin"
 

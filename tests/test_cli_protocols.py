@@ -66,7 +66,7 @@ def test_ten_crop_averages_the_ten_views_probabilities(cli_run, weights_file, ph
     inputs = [photos[0], broken, photos[1]]
     result = cli_run("predict", "--weights", weights_file, "--device", "cpu", "--tta", "ten-crop", "--json",
                      "-k", "10", "--batch-size", "16", "--probabilities-out", out, *inputs)
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr.startswith(f"resclassify: error: {broken}: cannot identify image file\n")
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in records] == [str(p) for p in inputs]

@@ -45,7 +45,7 @@ def assert_same_records(got, want):
 def test_predict_output_writes_the_records_and_leaves_stdout_alone(cli_run, weights_file, photos, tmp_path):
     out = tmp_path / "labels.jsonl"
     result = cli_run(*predict_args(weights_file, photos, "--output", out))
-    assert result.exit_code == 1  # broken.jpg
+    assert result.exit_code == 3  # broken.jpg
     assert result.stdout == ""  # not a terminal: the records are in the file
     assert result.stderr == (f"resclassify: error: {photos / 'broken.jpg'}: cannot identify image file\n"
                              "resclassify: warning: 1 of 8 inputs could not be classified\n")
@@ -77,7 +77,7 @@ def test_an_existing_output_is_refused_without_force_or_resume(cli_run, weights_
 def test_predict_resume_after_a_file_cut_mid_line_equals_the_uninterrupted_file(
         cli_run, weights_file, photos, tmp_path, suffix):
     whole = tmp_path / f"whole{suffix}"
-    assert cli_run(*predict_args(weights_file, photos, "--output", whole)).exit_code == 1
+    assert cli_run(*predict_args(weights_file, photos, "--output", whole)).exit_code == 3
     text = whole.read_text()
     lines = text.splitlines(keepends=True)
     # Killed while writing: whole lines, then half of the next (for CSV, mid-way through an
@@ -87,7 +87,7 @@ def test_predict_resume_after_a_file_cut_mid_line_equals_the_uninterrupted_file(
     cut.write_text("".join(lines[:kept]) + lines[kept][:len(lines[kept]) // 2])
 
     result = cli_run(*predict_args(weights_file, photos, "--output", cut, "--resume"))
-    assert result.exit_code == 1  # broken.jpg failed before the cut, and counts still
+    assert result.exit_code == 3  # broken.jpg failed before the cut, and counts still
     assert result.stderr == "resclassify: warning: 1 of 8 inputs could not be classified\n"
     if suffix == ".jsonl":
         assert_same_records(jsonl(cut.read_text()), jsonl(text))
@@ -101,7 +101,7 @@ def test_predict_resume_after_a_file_cut_mid_line_equals_the_uninterrupted_file(
     # A finished file resumed again has nothing left to do and stays as it is.
     finished = cut.read_bytes()
     result = cli_run(*predict_args(weights_file, photos, "--output", cut, "--resume"))
-    assert result.exit_code == 1 and cut.read_bytes() == finished
+    assert result.exit_code == 3 and cut.read_bytes() == finished
 
 
 def test_resume_refuses_another_runs_file_and_leaves_it_whole(cli_run, weights_file, photos, tmp_path):
@@ -136,7 +136,7 @@ def test_eval_resume_reports_every_image_as_one_run_would(cli_run, weights_file,
     whole = tmp_path / f"whole{suffix}"
     single = cli_run("eval", seven, "--json", "--weights", weights_file,
                      "--predictions-out", whole, "--misclassified-out", tmp_path / "misses-whole.jsonl")
-    assert single.exit_code == 1
+    assert single.exit_code == 3
     lines = whole.read_text().splitlines(keepends=True)
     cut = tmp_path / f"cut{suffix}"
     kept = 4 if suffix == ".jsonl" else 5  # CSV: the header and four images
@@ -144,7 +144,7 @@ def test_eval_resume_reports_every_image_as_one_run_would(cli_run, weights_file,
 
     result = cli_run("eval", seven, "--json", "--weights", weights_file, "--predictions-out", cut, "--resume",
                      "--misclassified-out", tmp_path / "misses-cut.jsonl")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     resumed, report = json.loads(result.stdout), json.loads(single.stdout)
     assert resumed["resumed"] == 4
     for key in ("accuracy", "per_class", "worst_classes", "confusions", "failed"):

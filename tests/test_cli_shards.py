@@ -103,7 +103,7 @@ def test_shard_auto_reads_slurm_and_kubernetes(cli_run, weights_file, monkeypatc
 def test_merged_shards_give_the_single_runs_report(cli_run, weights_file, seven, tmp_path):
     single_file = tmp_path / "single.jsonl"
     single = cli_run(*eval_args(weights_file, seven, "--json", "--predictions-out", single_file))
-    assert single.exit_code == 1  # the broken image
+    assert single.exit_code == 3  # the broken image
     single_report = json.loads(single.stdout)
 
     # Three shards, one of them written as CSV, and a shard of nine that holds no image.
@@ -120,7 +120,7 @@ def test_merged_shards_give_the_single_runs_report(cli_run, weights_file, seven,
     assert empty.read_text() == ""
 
     merged = cli_run("eval", "--from-predictions", "--json", *files, empty)
-    assert merged.exit_code == 1  # the broken image failed in the single run too
+    assert merged.exit_code == 3  # the broken image failed in the single run too
     assert merged.stderr.startswith(f"resclassify: error: {seven}/")
     merged_report = json.loads(merged.stdout)
     same_figures(merged_report, single_report)
@@ -149,7 +149,7 @@ def test_one_runs_file_gives_its_report_again(cli_run, weights_file, seven, tmp_
         single = json.loads(cli_run(*eval_args(weights_file, seven, "--json", "-k", "3",
                                                 "--predictions-out", out)).stdout)
         again = cli_run("eval", "--from-predictions", "--json", out, "--misclassified-out", tmp_path / f"miss-{name}")
-        assert again.exit_code == 1
+        assert again.exit_code == 3
         report = json.loads(again.stdout)
         same_figures(report, single)
         assert list(report["accuracy"]) == ["top1", "top3", "top5"]
@@ -157,7 +157,7 @@ def test_one_runs_file_gives_its_report_again(cli_run, weights_file, seven, tmp_
     assert len(misses) == 4 and len((tmp_path / "miss-run.csv").read_text().splitlines()) == 5
     # The HTML report of a merge, from the files' records alone.
     page = tmp_path / "page.html"
-    assert cli_run("eval", "--from-predictions", tmp_path / "run.jsonl", "--report", page).exit_code == 1
+    assert cli_run("eval", "--from-predictions", tmp_path / "run.jsonl", "--report", page).exit_code == 3
     assert "Evaluation from 1 prediction file" in page.read_text()
 
 
@@ -249,7 +249,7 @@ def test_shard_files_need_not_move_the_images(cli_run, shard_files, seven, tmp_p
     """The merge reads only the files: the images may be gone (another machine ran the shards)."""
     shutil.rmtree(seven)
     result = cli_run("eval", "--from-predictions", "--json", *shard_files)
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert json.loads(result.stdout)["images"]["evaluated"] == 6
 
 
@@ -259,7 +259,7 @@ def test_a_merge_loads_no_model_and_no_backend(shard_files):
         "from click.testing import CliRunner\n"
         "from resclassify.cli import cli\n"
         f"result = CliRunner().invoke(cli, ['eval', '--from-predictions', '--json', *{[str(f) for f in shard_files]!r}])\n"
-        "assert result.exit_code == 1, result.output\n"
+        "assert result.exit_code == 3, result.output\n"
         "print(sorted(name for name in ('tensorflow', 'keras', 'jax', 'ray') if name in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

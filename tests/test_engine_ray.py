@@ -64,7 +64,7 @@ def test_ray_predict_on_a_cluster_address_gives_the_local_records(local_ray, wei
         [sys.executable, "-m", "resclassify", "predict", "--engine", "ray", "--ray-address", local_ray,
          "--weights", str(weights_file), "--batch-size", "4", "--output", str(out), *inputs],
         capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 1, result.stderr  # the broken and the missing file
+    assert result.returncode == 3, result.stderr  # the broken and the missing file
     assert result.stdout == ""
     # Only our own lines: no Ray start-up, progress or actor noise.
     assert result.stderr.splitlines() == [
