@@ -260,18 +260,21 @@ class FailureAllowance(click.ParamType):
         if isinstance(value, Allowance):
             return value
         text = str(value).strip()
+        percent = text.endswith("%")
         try:
-            number = float(text[:-1]) if text.endswith("%") else int(text)
+            number = float(text[:-1]) if percent else int(text)
         except ValueError:
             self.fail(f"{value!r} is not a count (5) or a percentage (0.5%)", param, ctx)
-        if not 0 <= number <= (100 if text.endswith("%") else number):
+        if not (0 <= number <= 100 if percent else number >= 0):  # NaN is neither
             self.fail(f"{value!r}: a count is 0 or more, a percentage 0% to 100%", param, ctx)
-        return Allowance(text, number, text.endswith("%"))
+        return Allowance(text, number, percent)
 
 
 @dataclasses.dataclass(frozen=True)
 class Allowance:
-    text: str
+    """How many unreadable inputs a run may have: number of them, or number percent of the run's inputs."""
+
+    text: str  # as given, to name it in messages
     number: float
     percent: bool
 
@@ -340,7 +343,8 @@ def open_record_output(path, how):
 
 def lock_early(path, resume):
     """--resume of a file that exists: open and lock it now, before anything slow starts, so that a second run
-    on the same file stops at once; None otherwise (the file is opened and locked where it is written)."""
+    on the same file stops at once. Entered, the locked stream, or None where the file is opened and locked later,
+    where it is first read or written."""
     if resume and os.path.exists(path):
         return open_for_appending(path)
     return contextlib.nullcontext()
@@ -967,7 +971,7 @@ def report_command(files, output_path, report_images, force):
 
     if any(os.path.abspath(path) == os.path.abspath(output_path) for path in files):
         raise click.UsageError(f"{output_path} is one of the prediction files")
-    check_can_write(output_path, force)
+    check_can_write(output_path, force, replaced=True)
     report, records = report_from_prediction_files(files)
     collector = ReportCollector(report_images)
     for record in records:
