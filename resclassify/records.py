@@ -222,9 +222,27 @@ def _read_jsonl(path, data):
                 result.cut_off = True
                 break
             raise RecordFileError(f"{path}: line {number}: not a prediction record: {exc}") from None
+        bad = _non_integer_index(record)
+        if bad is not None:
+            # Whole JSON, so not a killed run's: a file made or changed by hand, refused wherever it stands.
+            raise RecordFileError(f"{path}: line {number}: the class index {bad!r} is not an integer")
         result.records.append(record)
         result.whole_bytes = start + len(line)
     return result
+
+
+def _non_integer_index(record):
+    """The first class index of a record (true class, predictions) that is not an integer, else None.
+
+    The figures count classes by index and the report shows it: a string there is no class.
+    """
+    classes = [record["true"]] if isinstance(record.get("true"), dict) else []
+    classes += [p for p in record.get("predictions") or () if isinstance(p, dict)]
+    for cls in classes:
+        index = cls.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            return index
+    return None
 
 
 def _read_csv(path, data):
