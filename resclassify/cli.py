@@ -16,7 +16,8 @@ from .config import (ALL_BACKEND_CHOICES, ARCH_CHOICES, DECODING_CHOICES, DEFAUL
                      PREPROCESS_CHOICES, TTA_CHOICES)
 from .errors import PreprocessingError, ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
-from .output import GuardedStream, display_path, file_extensions, file_format, formats, json_format, json_help
+from .output import (GuardedStream, degrade_for_terminal, display_path, exact_stream, file_extensions, file_format,
+                     formats, json_format, json_help)
 
 DEBUG_VARIABLE = "RESCLASSIFY_DEBUG"
 # The shell's status for a command ended by Ctrl-C (128 + SIGINT).
@@ -555,8 +556,9 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
         writers = []
         if output is None or format_given or sys.stdout.isatty():
             about = describe_run(model, preprocessing, getattr(decoder, "plan", None), network_threads(options))
-            writers.append(open_writer("predictions", output_format, GuardedStream(sys.stdout, "stdout"),
-                                       about=about))
+            stdout = GuardedStream(sys.stdout, "stdout")
+            writers.append(open_writer("predictions", output_format,
+                                       exact_stream(stdout) if output_format == "csv" else stdout, about=about))
         if output is not None:
             if record_stream is None:
                 record_stream = stack.enter_context(open_record_output(output, "replace" if force else "new"))
@@ -1056,7 +1058,8 @@ def weights_list(format_name, as_json):
     from .output import open_writer
     from .weights import KNOWN_WEIGHTS, cache_dir, listing
 
-    writer = open_writer("weights", chosen_format("weights", format_name, as_json), sys.stdout,
+    chosen = chosen_format("weights", format_name, as_json)
+    writer = open_writer("weights", chosen, exact_stream(sys.stdout) if chosen == "csv" else sys.stdout,
                          cache_folder=str(cache_dir()),
                          approx_mib={known.arch: known.approx_mib for known in KNOWN_WEIGHTS.values()})
     for row in listing():
@@ -1142,6 +1145,8 @@ def weights_verify(file, arch, verbose):
 def main():
     """Console-script entry point: no traceback reaches the user unless RESCLASSIFY_DEBUG=1."""
     # Every write to stdout, click.echo's included, names the stream when it fails (a full disk).
+    # A terminal that is not UTF-8 gets what it can show: no UnicodeEncodeError, ever.
+    degrade_for_terminal(sys.stdout, sys.stderr)
     original_stdout = sys.stdout
     stdout = sys.stdout = GuardedStream(original_stdout, "stdout")
     try:

@@ -6,8 +6,8 @@ line, as the records come; a command that writes one report (eval) writes one JS
 """
 
 import base64
+import codecs
 import csv
-import functools
 import io
 import json
 import os
@@ -58,6 +58,11 @@ class GuardedStream:
                 self.failed = True
                 raise OutputError(f"{display_path(self.name)}: cannot write: disk full or I/O error") from None
 
+    def write_bytes(self, data):
+        """Bytes straight to the byte stream below (after what was written as text)."""
+        self._guard(self.stream.flush)
+        return self._guard(self.stream.buffer.write, data)
+
     def __enter__(self):
         return self
 
@@ -103,6 +108,93 @@ def display_path(path):
     return "".join(shown)
 
 
+# ---------------------------------------------------------------------------------------------
+# Terminals that are not UTF-8 (PYTHONIOENCODING=ascii, a Latin-1 locale, LC_ALL=C where Python
+# does not switch to UTF-8): text for people degrades to what the encoding can show, never a
+# crash. Our own typography becomes its ASCII look-alike (tables' box-drawing becomes ASCII in
+# rich itself); any other character a backslash escape (café shows as caf\xe9), as display_path
+# writes control characters; a byte of a file name that was not UTF-8 is written back as it
+# was, as Python's own surrogateescape does. Results are never degraded: JSON is ASCII with
+# escapes, and CSV on stdout is written as UTF-8 whatever the terminal (see exact_stream).
+
+TERMINAL_ERRORS = "resclassify.terminal"
+_ASCII_LOOKALIKES = {"\u2013": "-", "\u2014": "--", "\u2026": "...", "\u00b7": "|", "\u2192": "->", "\u00d7": "x",
+                     "\u00b1": "+-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
+
+
+def _terminal_replacement(error):
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    # One character at a time: the codec asks again for the next, and a raw byte (bytes) and
+    # an escape (str) cannot share one answer.
+    character = error.object[error.start]
+    code = ord(character)
+    if 0xDC80 <= code <= 0xDCFF:
+        return bytes([code - 0xDC00]), error.start + 1
+    if character in _ASCII_LOOKALIKES:
+        shown = _ASCII_LOOKALIKES[character]
+    elif code < 0x100:
+        shown = f"\\x{code:02x}"
+    elif code < 0x10000:
+        shown = f"\\u{code:04x}"
+    else:
+        shown = f"\\U{code:08x}"
+    return shown, error.start + 1
+
+
+codecs.register_error(TERMINAL_ERRORS, _terminal_replacement)
+
+
+def _writes_utf(encoding):
+    try:
+        return codecs.lookup(encoding or "utf-8").name.startswith("utf-")
+    except LookupError:
+        return False
+
+
+def degrade_for_terminal(*streams):
+    """Make the standard text streams show what their encoding cannot as TERMINAL_ERRORS says."""
+    for stream in streams:
+        if not _writes_utf(getattr(stream, "encoding", None)) and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=TERMINAL_ERRORS)
+
+
+def shown_in(text, encoding):
+    """text as a stream in this encoding will show it (for rich, so that it measures what is shown)."""
+    text = str(text)
+    if _writes_utf(encoding):
+        return text
+    return text.encode(encoding, TERMINAL_ERRORS).decode(encoding, "surrogateescape")
+
+
+class _Utf8Writes:
+    """A text stream written as UTF-8 bytes on its byte stream, whatever its own encoding."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        data = text.encode("utf-8", "surrogateescape")
+        if isinstance(self.stream, GuardedStream):
+            return self.stream.write_bytes(data)
+        self.stream.flush()
+        return self.stream.buffer.write(data)
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def exact_stream(stream):
+    """stream, or where it is not UTF-8 (and has bytes below) one that writes UTF-8 there: a CSV on
+    stdout is a file format, to be read back exactly, not text for one terminal."""
+    if _writes_utf(getattr(stream, "encoding", None)) or not hasattr(stream, "buffer"):
+        return stream
+    return _Utf8Writes(stream)
+
+
 def _is_text(value):
     try:
         value.encode("utf-8")
@@ -137,6 +229,18 @@ def json_record(record):
     return text_safe(record)
 
 
+def _cell(value, console):
+    """A table cell as plain text: a label like "a[/b]" or "[background]" is never read as rich markup,
+    and what the terminal cannot show is replaced before rich measures the column."""
+    from rich.text import Text
+
+    return Text(shown_in(value, console.encoding))
+
+
+def _row(console, *values):
+    return [_cell(value, console) for value in values]
+
+
 class TableWriter:
     """A rich table per image, for people; errors are already on stderr, so they are skipped."""
 
@@ -155,13 +259,14 @@ class TableWriter:
             return
         if self.about:
             # Once, above the first table: which model and preprocessing produced what follows.
-            self.console.print(self.about, style="dim", markup=False, soft_wrap=True)
+            self.console.print(shown_in(self.about, self.console.encoding), style="dim", markup=False,
+                               soft_wrap=True)
             self.about = None
         with_wnids = any(p.get("wnid") for p in record["predictions"])
         # The path on a line of its own, never wrapped or padded, so it can be copied whole;
         # a newline or an undecodable byte in the name is shown escaped, on the same line.
-        self.console.print(display_path(record["path"]), style="bold", markup=False, highlight=False,
-                           soft_wrap=True)
+        self.console.print(shown_in(display_path(record["path"]), self.console.encoding), style="bold",
+                           markup=False, highlight=False, soft_wrap=True)
         table = Table()
         table.add_column("#", justify="right")
         table.add_column("label", style="cyan")
@@ -170,7 +275,7 @@ class TableWriter:
         table.add_column("probability", justify="right", style="green")
         for p in record["predictions"]:
             wnid = [p["wnid"] or ""] if with_wnids else []
-            table.add_row(str(p["rank"]), p["label"], *wnid, f"{p['probability'] * 100:.2f}%")
+            table.add_row(*_row(self.console, p["rank"], p["label"], *wnid, f"{p['probability'] * 100:.2f}%"))
         self.console.print(table)
 
     def close(self):
@@ -208,6 +313,27 @@ class JsonArrayWriter:
         self.stream.flush()
 
 
+class _CsvLines:
+    """Where csv.writer writes: each row made with \r\n, written with \n.
+
+    csv.writer quotes a field only for the characters of its own line ending, so with "\n" a
+    file name holding a carriage return would go out bare, and every CSV reader (ours, Python's
+    with newline="", a spreadsheet) would end the row there. Made with \r\n, such a field is
+    quoted; the files still end their lines with \n alone, as they always have.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, row):
+        return self.stream.write(row[:-2] + "\n" if row.endswith("\r\n") else row)
+
+
+def csv_writer(stream, fieldnames, **options):
+    """A csv.DictWriter onto stream, one line a row ending in \n, every field that holds \r or \n quoted."""
+    return csv.DictWriter(_CsvLines(stream), fieldnames=fieldnames, lineterminator="\r\n", **options)
+
+
 def run_cell(record):
     """A record's run identity as one CSV cell: compact JSON, read back by records.read_record_file."""
     run = record.get("run")
@@ -225,13 +351,13 @@ class CsvWriter:
     def __init__(self, stream, header=True, **context):
         self.stream = stream
         if header:
-            csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n").writeheader()
+            csv_writer(stream, self.columns).writeheader()
 
     def write(self, record):
         record = text_safe(record)
         # All of an image's rows in one write, so a killed run leaves at most one image half-written.
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=self.columns, lineterminator="\n")
+        writer = csv_writer(text, self.columns)
         if "error" in record:
             writer.writerow({"path": record["path"], "error": record["error"]})
         run = run_cell(record)
@@ -262,8 +388,7 @@ class PredictionsCsvWriter:
     def __init__(self, stream, ks=(1, 5), real_labels=False, header=True, **context):
         self.stream = stream
         self.ks = ks
-        self.writer = csv.DictWriter(stream, fieldnames=eval_csv_columns(ks, real_labels), lineterminator="\n",
-                                     extrasaction="ignore")
+        self.writer = csv_writer(stream, eval_csv_columns(ks, real_labels), extrasaction="ignore")
         if header:
             self.writer.writeheader()
 
@@ -297,7 +422,7 @@ class FlatCsvWriter:
     def __init__(self, stream, columns=None, **context):
         columns = columns or self.columns
         self.stream = stream
-        self.writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        self.writer = csv_writer(stream, columns, extrasaction="ignore")
         self.writer.writeheader()
 
     def write(self, record):
@@ -479,16 +604,16 @@ def summary_fields(report):
     files = report.get("prediction_files")
     if files:
         more = f", and {len(files) - FIRST_FILES} more" if len(files) > FIRST_FILES else ""
-        fields = [("Files", ", ".join(files[:FIRST_FILES]) + more)]
+        fields = [("Files", ", ".join(map(display_path, files[:FIRST_FILES])) + more)]
     else:
         fields = [("Ground truth", report["ground_truth"]["layout"])]
     for merged in report["ground_truth"].get("merged_class_folders") or []:
         fields.append(("", f"class folders {_listed(merged['folders'])} all name {merged['index']} "
                            f"{merged['label']}: counted together"))
     if report["ground_truth"]["labels_file"]:
-        fields.append(("Labels file", report["ground_truth"]["labels_file"]))
+        fields.append(("Labels file", display_path(report["ground_truth"]["labels_file"])))
     if report["ground_truth"]["real_labels_file"]:
-        fields.append(("ReaL labels", report["ground_truth"]["real_labels_file"]))
+        fields.append(("ReaL labels", display_path(report["ground_truth"]["real_labels_file"])))
     fields.append(("Model", model_line(model)))
     fields.append(("Preprocessing", report["preprocessing"]["description"]))
     decoding = report.get("decoding")
@@ -601,9 +726,13 @@ def print_eval_summary(report, stream):
 
     console = Console(file=stream, highlight=False, soft_wrap=False, width=None if stream.isatty() else 100)
     # Plain lines never wrap: a path broken across two lines could not be copied or grepped.
-    out = functools.partial(console.print, markup=False, soft_wrap=True)
+    def out(text):
+        console.print(shown_in(text, console.encoding), markup=False, soft_wrap=True)
 
-    console.print(summary_heading(report), style="bold", markup=False, highlight=False)
+    def heading(text):
+        console.print(shown_in(text, console.encoding), style="bold", markup=False, highlight=False)
+
+    heading(summary_heading(report))
     for label, text in summary_fields(report):
         if label == "Images":
             out("")
@@ -612,12 +741,12 @@ def print_eval_summary(report, stream):
         out(f"  {line}")
     out("")
 
-    console.print("Accuracy", style="bold", markup=False, highlight=False)
+    heading("Accuracy")
     accuracy = Table()
     for column in ACCURACY_COLUMNS:
         accuracy.add_column(column, justify="left" if not column else "right")
     for row in accuracy_rows(report):
-        accuracy.add_row(*row)
+        accuracy.add_row(*_row(console, *row))
     console.print(accuracy)
     out(confidence_line(report))
     throughput = throughput_line(report)
@@ -627,12 +756,12 @@ def print_eval_summary(report, stream):
     scores = report.get("precision_recall")
     if scores and scores["macro"] is not None:
         out("")
-        console.print(precision_recall_heading(report), style="bold", markup=False, highlight=False)
+        heading(precision_recall_heading(report))
         averages = Table()
         for column in PRECISION_RECALL_COLUMNS:
             averages.add_column(column, justify="left" if not column else "right")
         for row in precision_recall_rows(report):
-            averages.add_row(*row)
+            averages.add_row(*_row(console, *row))
         console.print(averages)
         if scores["predicted_without_image"]:
             out(f"{_classes(len(scores['predicted_without_image']))} predicted but without any image: "
@@ -640,33 +769,33 @@ def print_eval_summary(report, stream):
 
     if report["worst_classes"]:
         out("")
-        console.print("Worst classes by top-1 accuracy", style="bold", markup=False, highlight=False)
+        heading("Worst classes by top-1 accuracy")
         worst = Table()
         top_ks = [name[3:] for name in report["accuracy"]]
         for column in ["class", "WordNet id", "images"] + [f"top-{k}" for k in top_ks]:
             worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
         for row in report["worst_classes"]:
-            worst.add_row(f"{row['index']} {row['label']}", row["wnid"], str(row["images"]),
-                          *(f"{row[f'top{k}_correct']}/{row['images']}" for k in top_ks))
+            worst.add_row(*_row(console, f"{row['index']} {row['label']}", row["wnid"] or "", row["images"],
+                                *(f"{row[f'top{k}_correct']}/{row['images']}" for k in top_ks)))
         console.print(worst)
     if scores and scores["worst_by_f1"]:
         out("")
-        console.print("Worst classes by F1 (top-1)", style="bold", markup=False, highlight=False)
+        heading("Worst classes by F1 (top-1)")
         worst = Table()
         for column in WORST_F1_COLUMNS:
             worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
         for row in worst_f1_rows(report):
-            worst.add_row(*row)
+            worst.add_row(*_row(console, *row))
         console.print(worst)
     if report["confusions"]:
         out("")
-        console.print("Most frequent confusions (top-1)", style="bold", markup=False, highlight=False)
+        heading("Most frequent confusions (top-1)")
         confusions = Table()
         for column in ("true class", "predicted as", "images"):
             confusions.add_column(column, justify="right" if column == "images" else "left")
         for row in report["confusions"]:
-            confusions.add_row(f"{row['true']['index']} {row['true']['label']}",
-                               f"{row['predicted']['index']} {row['predicted']['label']}", str(row["count"]))
+            confusions.add_row(*_row(console, f"{row['true']['index']} {row['true']['label']}",
+                                     f"{row['predicted']['index']} {row['predicted']['label']}", row["count"]))
         console.print(confusions)
 
 
@@ -736,7 +865,10 @@ class DownloadProgress:
                                      TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
             self.progress.start()
         if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(f"downloading {name}", total=total)
+            from rich.markup import escape
+
+            # The description is rich markup: a file name is escaped, so that it shows as it is.
+            self.tasks[name] = self.progress.add_task(f"downloading {escape(name)}", total=total)
         self.progress.update(self.tasks[name], completed=done, total=total)
 
     def __enter__(self):

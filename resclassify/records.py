@@ -192,14 +192,18 @@ def _file_format(path):
 
 
 def _lines(data):
-    """(line number, start offset, bytes) of each line ending in a newline; the unterminated tail apart."""
+    """(line number, start offset, bytes) of each line ending in \n; whether an unterminated tail was left out.
+
+    Split at \n alone: a carriage return is no line end here (the writers end lines with \n,
+    and a CSV field may hold a file name with \r in it); a CSV row whose quoted field holds
+    \n spans lines, which csv.reader joins back (as it does for a file opened with newline="").
+    """
+    pieces = data.split(b"\n")
     lines, start = [], 0
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
-        if not line.endswith(b"\n"):
-            return lines, True
-        lines.append((number, start, line))
-        start += len(line)
-    return lines, False
+    for number, piece in enumerate(pieces[:-1], start=1):
+        lines.append((number, start, piece + b"\n"))
+        start += len(piece) + 1
+    return lines, pieces[-1] != b""
 
 
 def _read_jsonl(path, data):
@@ -219,9 +223,27 @@ def _read_jsonl(path, data):
                 result.cut_off = True
                 break
             raise RecordFileError(f"{path}: line {number}: not a prediction record: {exc}") from None
+        bad = _non_integer_index(record)
+        if bad is not None:
+            # Whole JSON, so not a killed run's: a file made or changed by hand, refused wherever it stands.
+            raise RecordFileError(f"{path}: line {number}: the class index {bad!r} is not an integer")
         result.records.append(record)
         result.whole_bytes = start + len(line)
     return result
+
+
+def _non_integer_index(record):
+    """The first class index of a record (true class, predictions) that is not an integer, else None.
+
+    The figures count classes by index and the report shows it: a string there is no class.
+    """
+    classes = [record["true"]] if isinstance(record.get("true"), dict) else []
+    classes += [p for p in record.get("predictions") or () if isinstance(p, dict)]
+    for cls in classes:
+        index = cls.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            return index
+    return None
 
 
 def _read_csv(path, data):
@@ -235,11 +257,14 @@ def _read_csv(path, data):
             yield line.decode("utf-8", errors="surrogateescape")
 
     rows = []  # (row, end offset)
-    reader = csv.reader(text_lines())
+    # Strict: a file that ends inside a quoted field is an error here, not a short last row.
+    reader = csv.reader(text_lines(), strict=True)
     try:
         for row in reader:
             rows.append((row, ends[-1]))
-    except csv.Error:
+    except csv.Error as exc:
+        if len(ends) < len(lines):
+            raise RecordFileError(f"{path}: line {reader.line_num}: not CSV: {exc}") from None
         result.cut_off = True  # an open quote at the end: the last row was cut short
     if not rows:
         return result

@@ -142,8 +142,10 @@ def make_thumbnails(paths, side=THUMBNAIL_SIDE, workers=THUMBNAIL_WORKERS):
 
 
 # ---------------------------------------------------------------------------------------------
-# Drawing the page. Every piece of text that came from a file name, a label or a report goes
-# through esc(); nothing else is interpolated.
+# Drawing the page. Every piece of text that came from a file name, a label, a class index or a
+# report goes through esc(); what is interpolated bare is the page's own (constants, the style,
+# the script, base64 data) or numbers written through a numeric format ({:,}, {:.1f}), which can
+# only give digits. The page carries no data in its script: nothing there to escape.
 
 def esc(value):
     return html.escape("" if value is None else str(value), quote=True)
@@ -239,11 +241,11 @@ def _per_class_section(report):
     body = []
     for row in ordered:
         fraction = row["top1_correct"] / row["images"]
-        cells = [f'<td data-value="{row["index"]}">'
-                 f'<span class="idx">{row["index"]}</span> {esc(row["label"])}</td>']
+        cells = [f'<td data-value="{esc(row["index"])}">'
+                 f'<span class="idx">{esc(row["index"])}</span> {esc(row["label"])}</td>']
         if with_wnids:
             cells.append(f'<td class="mono">{esc(row.get("wnid"))}</td>')
-        cells.append(f'<td class="num" data-value="{row["images"]}">{row["images"]:,}</td>')
+        cells.append(f'<td class="num" data-value="{row["images"]:d}">{row["images"]:,}</td>')
         cells.append(f'<td class="num acc" data-value="{fraction:.6f}">'
                      f'{_bar(fraction, _accuracy_colour(fraction), f"{100 * fraction:.1f}%")}'
                      f'<span class="pct">{100 * fraction:.1f}%</span>'
@@ -253,7 +255,7 @@ def _per_class_section(report):
                 kfraction = row[f"top{k}_correct"] / row["images"]
                 cells.append(f'<td class="num" data-value="{kfraction:.6f}">{100 * kfraction:.1f}%</td>')
         missed = row["images"] - row["top1_correct"]
-        cells.append(f'<td class="num" data-value="{missed}">{missed:,}</td>')
+        cells.append(f'<td class="num" data-value="{missed:d}">{missed:,}</td>')
         body.append(f'<tr {_filter_attributes(row)}>{"".join(cells)}</tr>')
     count = len(rows)
     return (f'<section id="classes"><h2>Per-class accuracy <span class="count">{count:,} '

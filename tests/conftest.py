@@ -29,6 +29,27 @@ CLOSED_LOCAL_URL = "http://127.0.0.1:9/"
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A browser test without a browser: skipped with the reason, or failed where one is required (CI)."""
+    if item.get_closest_marker("browser") is None:
+        return
+    from browser import NO_BROWSER, REQUIRE_VARIABLE, browser_required, find_chromium
+
+    if find_chromium() is None:
+        if browser_required():
+            pytest.fail(f"{NO_BROWSER}; {REQUIRE_VARIABLE}=1 says this run must have one", pytrace=False)
+        pytest.skip(f"{NO_BROWSER} ({REQUIRE_VARIABLE}=1 makes this a failure, as in CI)")
+
+
+def pytest_collection_modifyitems(items):
+    # A test that reads the JAX child's answers waits for that child (about a minute on 2 cores).
+    for item in items:
+        if "jax_runs" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.jax)
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))

@@ -235,6 +235,7 @@ def test_probabilities_do_not_go_with_resume(cli_run, weights_file, photos, tmp_
     assert not (tmp_path / "p.npy").exists()
 
 
+@pytest.mark.ray
 def test_ray_stages_average_views_as_the_local_pipeline_does(weights_file, photos, model):
     """The Ray engine's stages, called here without a cluster: ten views an image, averaged alike."""
     import resclassify

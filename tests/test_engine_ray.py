@@ -17,6 +17,7 @@ from conftest import REPO, SAMPLE_IMAGES, assert_records_match, save_image
 from eval_datasets import CLASSES, class_folders, planned_labels
 
 pytest.importorskip("ray", reason="the ray extra: pip install 'resclassify[ray]'")
+pytestmark = pytest.mark.ray
 
 SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
 

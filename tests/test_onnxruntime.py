@@ -21,6 +21,7 @@ from resclassify.errors import ExportError, WeightsError
 from resclassify.images import load_image
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+pytestmark = pytest.mark.onnx
 
 
 @pytest.fixture(scope="session")

@@ -386,6 +386,7 @@ def test_eval_report_refused_before_the_model_loads(cli_run, weights_file, evalu
 
 # --- in a real browser --------------------------------------------------------------------------
 
+@pytest.mark.browser
 def test_page_loads_in_a_headless_browser_without_errors(page):
     from browser import dump_dom
 
@@ -399,6 +400,7 @@ def test_page_loads_in_a_headless_browser_without_errors(page):
     assert dom.find("h1").text.startswith("Evaluation of ")
 
 
+@pytest.mark.browser
 def test_sorting_and_the_class_filter_work_in_the_browser(page, evaluated, tmp_path):
     from browser import dump_dom, with_test_script
 
