@@ -325,10 +325,14 @@ class ProcessDecoder:
             raise RuntimeError("this decoder is closed")
         if self._mapping:
             raise RuntimeError("a decoder runs one map() at a time")
-        self._mapping = True
         return self._map(items, preprocessing, max_pixels)
 
     def _map(self, items, preprocessing, max_pixels):
+        # Busy from the first result asked for, not from the call: a map never iterated never
+        # runs its finally, and would hold the decoder for good.
+        if self._mapping:
+            raise RuntimeError("a decoder runs one map() at a time")
+        self._mapping = True
         segment = None
         try:
             self._wait_started()

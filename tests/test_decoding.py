@@ -101,6 +101,14 @@ def test_a_run_given_up_halfway_leaves_the_next_run_correct(process_decoder, pho
         assert np.array_equal(pixels, load_image(path, CENTER))
 
 
+def test_a_map_never_iterated_does_not_hold_the_decoder(process_decoder, photos):
+    never_iterated = process_decoder.map(photos["good"][:2], CENTER)
+    results = decode_all(process_decoder, photos["good"][:2])
+    assert [path for path, _, _ in results] == photos["good"][:2]
+    assert all(reason is None for _, _, reason in results)
+    del never_iterated
+
+
 def test_process_decoding_reads_ahead_only_as_far_as_its_slots(process_decoder, photos):
     pulled = []
 
