@@ -26,10 +26,59 @@ INTERRUPTED_STATUS = 130
 # from 1 (an error that stopped the run, or --fail-under) and 2 (a usage error), so that a job
 # controller can tell bad data, which a retry does not mend, from a crash.
 UNREADABLE_STATUS = 3
+# Signals that stop a run as Ctrl-C does: SIGTERM is what Slurm, Kubernetes and `kill` send, SIGHUP
+# comes when the terminal or ssh session goes. The process ends with 128 + the signal's number.
+STOP_SIGNAL_NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class Interrupted(Exception):
-    """Ctrl-C reached a command; main() ends the process with status 130."""
+    """Ctrl-C (or SIGTERM, SIGHUP) reached a command; main() ends the process with 128 + the signal."""
+
+
+class _Stopping:
+    """main()'s signal state: the stop signal that came first, and whether a record is being written."""
+
+    signal = None
+    command_running = False
+    writing = 0  # records being written now (nested sections)
+    pending = False  # a stop signal came while one was: raise once it is whole
+
+
+def _on_stop_signal(number, frame):
+    """The handler main() installs for STOP_SIGNAL_NAMES: the first signal stops the run as Ctrl-C
+    does (a KeyboardInterrupt, so that every clean-up on the way out runs, the export child's and
+    the decode workers' included); a second one, or one outside a command, ends the process now."""
+    if _Stopping.signal is not None or not _Stopping.command_running:
+        _flush_standard_streams()
+        os._exit(128 + number)
+    _Stopping.signal = number
+    if _Stopping.writing:
+        _Stopping.pending = True  # the record being written is finished first
+        return
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def whole_record():
+    """Hold a stop signal until the block ends, so that a record is written whole (a JSON array
+    element and its separator, a CSV row, a line) before the run stops."""
+    _Stopping.writing += 1
+    try:
+        yield
+    finally:
+        _Stopping.writing -= 1
+    if _Stopping.pending and not _Stopping.writing:
+        _Stopping.pending = False
+        raise KeyboardInterrupt
+
+
+def _install_stop_handlers():
+    import signal
+
+    for name in STOP_SIGNAL_NAMES:
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            signal.signal(number, _on_stop_signal)
 
 
 def debug_requested():
@@ -354,12 +403,21 @@ def lock_early(path, resume):
 def open_decoding(engine, images, options):
     """The decoder for a run of `images` images, from --decoding/--workers/--device: open it before the
     model, so that worker processes start while the model loads. None where the engine decodes elsewhere."""
+    import math
+
+    from .config import resolve_preprocessing
     from .decoding import open_decoder, plan_decoding
 
     if engine.name != "local":
         return contextlib.nullcontext()
+    # The crop the slots hold, as far as it is known before the model (--size, --tta; a model's own
+    # input size only once it is loaded, when the decoder checks again).
+    shape = resolve_preprocessing(options["preprocess"], size=options["size"], crop_fraction=options["crop_fraction"],
+                                  interpolation=options["interpolation"], tta=options["tta"],
+                                  mode=options["preprocess_mode"], exact_decode=options["exact_decode"]).array_shape
+    notice = None if options["quiet"] else report_warning
     return open_decoder(plan_decoding(images, workers=options["workers"], mode=options["decoding"],
-                                      device=options["device"]))
+                                      device=options["device"], slot_bytes=math.prod(shape), notice=notice), notice)
 
 
 def network_threads(options):
@@ -575,11 +633,12 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
         with contextlib.closing(records):
             try:
                 for record in records:
-                    if "error" in record:
-                        failed += 1
-                        report_error(f"{display_path(record['path'])}: {record['error']}")
-                    for writer in writers:
-                        writer.write(record)
+                    with whole_record():
+                        if "error" in record:
+                            failed += 1
+                            report_error(f"{display_path(record['path'])}: {record['error']}")
+                        for writer in writers:
+                            writer.write(record)
             except KeyboardInterrupt:
                 for writer in writers:
                     writer.close()  # what was written stays valid (a JSON array gets its closing bracket)
@@ -842,15 +901,16 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
             EvalProgress(run_count - len(earlier), sys.stderr, enabled=sys.stderr.isatty() and not quiet))
 
         def on_record(record):
-            if collector is not None:
-                collector.add(record)
-            if "error" in record:
-                progress.line(f"resclassify: error: {display_path(record['path'])}: {record['error']}")
-            for writer, convert in writers:
-                row = convert(record) if convert else record
-                if row is not None:
-                    writer.write(row)
-            progress.advance()
+            with whole_record():
+                if collector is not None:
+                    collector.add(record)
+                if "error" in record:
+                    progress.line(f"resclassify: error: {display_path(record['path'])}: {record['error']}")
+                for writer, convert in writers:
+                    row = convert(record) if convert else record
+                    if row is not None:
+                        writer.write(row)
+                progress.advance()
 
         report = run_evaluation(truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=options["batch_size"],
                                 preprocessing=preprocessing, workers=options["workers"],
@@ -1149,9 +1209,9 @@ def main():
     degrade_for_terminal(sys.stdout, sys.stderr)
     original_stdout = sys.stdout
     stdout = sys.stdout = GuardedStream(original_stdout, "stdout")
+    _install_stop_handlers()
     try:
-        # Not standalone: Click would turn Ctrl-C into "Aborted!" and status 1.
-        status = cli.main(prog_name="resclassify", standalone_mode=False)
+        status = _run_command()
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -1185,12 +1245,23 @@ def main():
     sys.exit(status if isinstance(status, int) else 0)
 
 
+def _run_command():
+    """The command line's command; a stop signal outside it (while an error is shown, say) ends the process at once."""
+    _Stopping.command_running = True
+    try:
+        # Not standalone: Click would turn Ctrl-C into "Aborted!" and status 1.
+        return cli.main(prog_name="resclassify", standalone_mode=False)
+    finally:
+        _Stopping.command_running = False
+
+
 def _end_interrupted():
-    """Ctrl-C: end now with status 130, without waiting for a network batch or a decode still
-    running on another thread. What was written is already whole: each record is written and
-    flushed in one piece, and record files were closed on the way out."""
+    """Ctrl-C (SIGTERM, SIGHUP): end now with status 128 + the signal (130 for Ctrl-C), without
+    waiting for a network batch or a decode still running on another thread. What was written is
+    already whole: each record is written and flushed in one piece, record files were closed and
+    the decode workers stopped on the way out."""
     _flush_standard_streams()
-    os._exit(INTERRUPTED_STATUS)
+    os._exit(INTERRUPTED_STATUS if _Stopping.signal is None else 128 + _Stopping.signal)
 
 
 def _flush_standard_streams():

@@ -17,7 +17,7 @@ import threading
 import traceback
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,11 @@ from .images import DEFAULT_MAX_PIXELS, load_image
 # Every shared-memory segment we make is /dev/shm/resclassify-<pid>-<random>, so a leak is easy
 # to see and to clean up.
 SEGMENT_PREFIX = "resclassify-"
+# Where Linux keeps POSIX shared memory as files: the room a run's slots may take, and where the
+# segments of runs that died are found.
+SHM_FOLDER = "/dev/shm"
+# The size of one slot when the preprocessing is not known yet: a 224x224 RGB crop.
+DEFAULT_SLOT_BYTES = 224 * 224 * 3
 # auto picks processes only for runs at least this long: starting them costs about a third of a
 # second (an interpreter importing NumPy and Pillow), which threads repay within a few hundred images.
 PROCESSES_MIN_IMAGES = 256
@@ -43,8 +48,12 @@ SHM_SHARE = 0.5
 # Modules a worker must never hold: forking or importing them there would copy a running
 # framework's threads and device state, or cost seconds and gigabytes per worker.
 FRAMEWORKS = ("tensorflow", "jax", "keras", "torch")
-# How long close() lets workers leave by themselves before it terminates them.
+# How long close() lets workers leave by themselves before it kills them.
 STOP_GRACE_SECONDS = 1.0
+# The signals that stop a run (Ctrl-C, a scheduler's time limit, a closed terminal). They often
+# come to the whole process group, but they are the parent's to handle: it stops the workers in
+# order; a worker that went at once would cost the image it was decoding.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def available_cores():
@@ -97,10 +106,14 @@ def processes_supported():
 
 @dataclass(frozen=True)
 class DecodePlan:
-    """How a run decodes: mode "threads" or "processes", and how many workers."""
+    """How a run decodes: mode "threads" or "processes", and how many workers.
+
+    chosen: the mode was chosen by plan_decoding (--decoding auto), so it may fall back to threads.
+    """
 
     mode: str
     workers: int
+    chosen: bool = field(default=False, compare=False)
 
     def describe(self):
         noun = "thread" if self.mode == "threads" else "process"
@@ -110,16 +123,22 @@ class DecodePlan:
         return {"mode": self.mode, "workers": self.workers}
 
 
-def plan_decoding(images, *, workers=None, mode="auto", device="auto", cores=None):
+def plan_decoding(images, *, workers=None, mode="auto", device="auto", cores=None, slot_bytes=None, notice=None):
     """The decoding for a run of `images` images: the one place the defaults are worked out.
 
     mode "auto" chooses processes for a run of at least PROCESSES_MIN_IMAGES images when a GPU
     does the network (every core is free to decode) or there are PROCESSES_MIN_CORES cores, and
-    threads otherwise. workers defaults to every available core, never more than the images.
-    device is "cpu", "gpu" or "auto" (a GPU guessed from the driver, without importing a framework).
+    /dev/shm has room for the images they keep in flight (slot_bytes each, default a 224x224 crop),
+    and threads otherwise (saying why to notice, when it is the room). workers defaults to every
+    available core, never more than the images. device is "cpu", "gpu" or "auto" (a GPU guessed
+    from the driver, without importing a framework). Where processes are planned, the segments of
+    runs that died are removed first (remove_stale_segments), so that their room counts.
     """
     check_choice("decoding", mode, DECODING_CHOICES)
     cores = cores or available_cores()
+    count = workers or cores
+    count = max(1, min(count, images)) if images else 1
+    chosen = mode == "auto"
     if mode == "auto":
         gpu = device == "gpu" or (device == "auto" and gpu_present())
         many = cores >= PROCESSES_MIN_CORES or (gpu and cores >= 2)
@@ -127,8 +146,41 @@ def plan_decoding(images, *, workers=None, mode="auto", device="auto", cores=Non
     elif mode == "processes" and not processes_supported():
         raise DecodingError("decoding in worker processes needs Python's forkserver start method, which this "
                             "platform lacks; use --decoding threads")
-    count = workers or cores
-    return DecodePlan(mode, max(1, min(count, images)) if images else 1)
+    plan = DecodePlan(mode, count, chosen)
+    if mode == "processes":
+        remove_stale_segments()
+        shortage = _shm_shortage(plan, slot_bytes or DEFAULT_SLOT_BYTES)
+        if shortage and not chosen:
+            raise DecodingError(f"{shortage} (use fewer --workers, --decoding threads, or a larger /dev/shm)")
+        if shortage:
+            plan = DecodePlan("threads", count, chosen)
+            if notice is not None:
+                notice(f"{shortage}: decoding on {plan.describe()} instead")
+    return plan
+
+
+def shm_free_bytes():
+    """Free bytes in /dev/shm, or None where it cannot be asked (then nothing is checked)."""
+    try:
+        stats = os.statvfs(SHM_FOLDER)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _shm_room(slot_bytes):
+    """How many slots of slot_bytes one run may take in /dev/shm (SHM_SHARE of its free space), or None."""
+    free = shm_free_bytes()
+    return None if free is None else int(free * SHM_SHARE) // slot_bytes
+
+
+def _shm_shortage(plan, slot_bytes):
+    """Why /dev/shm cannot hold the slots plan's workers keep in flight, or None when it can."""
+    room = _shm_room(slot_bytes)
+    needed = TASKS_PER_WORKER * plan.workers
+    if room is None or room >= needed:
+        return None
+    return f"/dev/shm has room for {room} decoded images, fewer than the {needed} in flight with {plan.describe()}"
 
 
 @dataclass
@@ -144,9 +196,12 @@ class Decoded:
     error: InputError = None
 
 
-def open_decoder(plan):
-    """A started decoder for plan (processes start in the background); use it as a context manager."""
-    return ProcessDecoder(plan) if plan.mode == "processes" else ThreadDecoder(plan)
+def open_decoder(plan, notice=None):
+    """A started decoder for plan (processes start in the background); use it as a context manager.
+
+    notice receives one-line messages (a chosen plan falling back to threads for want of /dev/shm).
+    """
+    return ProcessDecoder(plan, notice) if plan.mode == "processes" else ThreadDecoder(plan)
 
 
 def plan_for(decoding="auto", workers=None, *, images, device="auto"):
@@ -252,18 +307,20 @@ class ProcessDecoder:
     """Decodes in worker processes that write crops into shared-memory slots.
 
     The workers come from the forkserver start method (never a fork of this process, which may
-    be running TensorFlow or JAX), started from a thread with SIGINT blocked, so that Ctrl-C
-    reaches only this process, which stops them. They start in the background as soon as the
+    be running TensorFlow or JAX), started from a thread with STOP_SIGNALS blocked, so that Ctrl-C,
+    SIGTERM or SIGHUP sent to the process group reaches only this process, which stops them. They start in the background as soon as the
     decoder is made (the command line makes it before loading the model, so the two overlap).
     One map() at a time. close() (or the with block) stops the workers and removes the shared
     memory; should neither run, the same happens when the decoder is collected or at exit.
     """
 
-    def __init__(self, plan):
+    def __init__(self, plan, notice=None):
         import multiprocessing
         from multiprocessing import forkserver
 
         self.plan = plan
+        self.notice = notice
+        remove_stale_segments()
         self._context = multiprocessing.get_context("forkserver")
         if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:
             # The fork server imports this module (NumPy, Pillow, our images module) and nothing
@@ -284,9 +341,10 @@ class ProcessDecoder:
     # Starting ----------------------------------------------------------------------------------
 
     def _start_workers(self):
-        # A process started from here (the fork server the first time, and with it every worker
-        # it forks) inherits this thread's signal mask: SIGINT stays blocked in all of them.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # A process started from here (the fork server and the resource tracker the first time,
+        # and every worker the fork server forks) inherits this thread's signal mask: the stop
+        # signals stay blocked in all of them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
         try:
             for _ in range(self.plan.workers):
                 if self._closed:
@@ -325,15 +383,30 @@ class ProcessDecoder:
             raise RuntimeError("this decoder is closed")
         if self._mapping:
             raise RuntimeError("a decoder runs one map() at a time")
-        self._mapping = True
         return self._map(items, preprocessing, max_pixels)
 
     def _map(self, items, preprocessing, max_pixels):
+        # Busy from the first result asked for, not from the call: a map never iterated never
+        # runs its finally, and would hold the decoder for good.
+        if self._mapping:
+            raise RuntimeError("a decoder runs one map() at a time")
+        self._mapping = True
         segment = None
         try:
             self._wait_started()
             shape = tuple(preprocessing.array_shape)
             slot_bytes = int(np.prod(shape))
+            shortage = _shm_shortage(self.plan, slot_bytes)
+            if shortage and self.plan.chosen:
+                # The plan counted on a smaller crop (a model's own input size) or on room another
+                # run has taken since: this map decodes on threads, as the plan would have.
+                threads = DecodePlan("threads", self.plan.workers)
+                if self.notice is not None:
+                    self.notice(f"{shortage}: decoding on {threads.describe()} instead")
+                yield from ThreadDecoder(threads).map(items, preprocessing, max_pixels)
+                return
+            if shortage:
+                raise DecodingError(f"{shortage} (use fewer --workers, --decoding threads, or a larger /dev/shm)")
             slot_count = self._slot_count(slot_bytes)
             segment = self._create_segment(slot_count * slot_bytes)
             self._jobs += 1
@@ -484,24 +557,18 @@ class ProcessDecoder:
     # Shared memory -----------------------------------------------------------------------------
 
     def _slot_count(self, slot_bytes):
+        """Slots for this map: SLOTS_PER_WORKER a worker, fewer where /dev/shm is short (never
+        fewer than in flight: _map checked that)."""
         wanted = SLOTS_PER_WORKER * self.plan.workers
-        try:
-            stats = os.statvfs("/dev/shm")
-        except OSError:
-            return wanted
-        room = int(stats.f_bavail * stats.f_frsize * SHM_SHARE) // slot_bytes
-        needed = TASKS_PER_WORKER * self.plan.workers
-        if room < needed:
-            raise DecodingError(f"/dev/shm has room for {room} decoded images, fewer than the {needed} that "
-                                f"{self.plan.describe()} keep in flight (use fewer --workers, --decoding "
-                                "threads, or a larger /dev/shm)")
-        return min(wanted, room)
+        room = _shm_room(slot_bytes)
+        return wanted if room is None else min(wanted, room)
 
     def _create_segment(self, size):
         from multiprocessing import shared_memory
 
         name = f"{SEGMENT_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
         segment = shared_memory.SharedMemory(name=name, create=True, size=size)
+        segment.owner_lock = _hold_segment_lock(name)
         self._segments.append(segment)
         return segment
 
@@ -530,10 +597,95 @@ def _remove_segment(segment):
         segment.close()
     except BufferError:
         pass  # a caller still holds a view of a slot: the mapping goes with it
+    lock = getattr(segment, "owner_lock", None)
+    if lock is not None:
+        segment.owner_lock = None
+        os.close(lock)
+
+
+# Segments whose run died ---------------------------------------------------------------------------
+#
+# A run that is killed (SIGKILL of its process group: the resource tracker goes with it) leaves
+# its segment in /dev/shm, holding memory until the machine restarts. The next run that plans
+# worker processes removes it. Which segments are dead is decided by a lock, not by the pid in the
+# name alone: the run that makes a segment holds a shared flock on it for as long as it lives, and
+# the kernel drops that lock however the process ends. A pid is not proof either way: the number
+# may belong to a later, unrelated process (pid reuse), or to a process in another pid namespace
+# that shares /dev/shm (the containers of one Kubernetes pod), which this one cannot see. So:
+# a segment whose lock is held is alive, whoever holds it; a segment whose lock is free is dead,
+# unless its pid is a process that started before the segment was made, which covers the instant
+# between a segment's creation and its lock (and segments made by older versions, which had no
+# lock, while their run lives).
+
+def _hold_segment_lock(name):
+    """A descriptor holding a shared lock on our segment `name` while this process lives, or None."""
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(SHM_FOLDER, name), os.O_RDONLY)
+    except OSError:
+        return None  # shared memory not kept as files here (not Linux): no segment to find later either
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def remove_stale_segments(folder=SHM_FOLDER):
+    """Remove the segments of resclassify runs that ended without removing them; their names."""
+    import fcntl
+
+    try:
+        names = [name for name in os.listdir(folder) if name.startswith(SEGMENT_PREFIX)]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        try:
+            pid = int(name[len(SEGMENT_PREFIX):].split("-")[0])
+        except ValueError:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already, or another user's (which only they may remove)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its run holds the lock: alive
+            started = _process_start_time(pid)
+            if started is not None and started <= os.fstat(fd).st_mtime:
+                continue  # its run is starting up (between creation and lock), or an older version's
+            try:
+                os.unlink(path)
+                removed.append(name)
+            except OSError:
+                pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _process_start_time(pid):
+    """When process pid started (seconds since the epoch, rounded down), or None when there is no
+    such live process. From /proc: Linux, where the segments are files too."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None  # it has exited; only its parent has yet to collect it
+    # The boot time is in whole seconds, rounded down, and a second more is taken off for clock
+    # adjustments: a start found early can only keep a segment that could have gone, never
+    # remove one in use.
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") - 1
 
 
 def _shut_down(workers, segments):
-    """Remove the segments, then let the workers go: end of file on their pipes, then SIGTERM, then SIGKILL."""
+    """Remove the segments, then let the workers go: end of file on their pipes, then SIGKILL (they ignore SIGTERM)."""
     import time
 
     for segment in list(segments):
@@ -546,9 +698,6 @@ def _shut_down(workers, segments):
         worker.process.join(max(0.0, deadline - time.monotonic()))
     for worker in workers:
         if worker.process.is_alive():
-            worker.process.terminate()
-            worker.process.join(STOP_GRACE_SECONDS)
-        if worker.process.is_alive():
             worker.process.kill()
             worker.process.join()
     workers.clear()
@@ -558,9 +707,10 @@ def _shut_down(workers, segments):
 
 def _worker_main(connection):
     """Decode the images the parent sends, each into the slot it names; leave when the parent does."""
-    # SIGINT is blocked already (see ProcessDecoder._start_workers); this covers a fork server
-    # someone else started.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The stop signals are blocked already (see ProcessDecoder._start_workers); this covers a fork
+    # server someone else started. A worker still leaves when its parent goes: its pipe ends.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
     try:
         connection.send(("ready", os.getpid(), [name for name in FRAMEWORKS if name in sys.modules]))
         _serve(connection)

@@ -1,5 +1,6 @@
 import itertools
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -101,6 +102,14 @@ def test_a_run_given_up_halfway_leaves_the_next_run_correct(process_decoder, pho
         assert np.array_equal(pixels, load_image(path, CENTER))
 
 
+def test_a_map_never_iterated_does_not_hold_the_decoder(process_decoder, photos):
+    never_iterated = process_decoder.map(photos["good"][:2], CENTER)
+    results = decode_all(process_decoder, photos["good"][:2])
+    assert [path for path, _, _ in results] == photos["good"][:2]
+    assert all(reason is None for _, _, reason in results)
+    del never_iterated
+
+
 def test_process_decoding_reads_ahead_only_as_far_as_its_slots(process_decoder, photos):
     pulled = []
 
@@ -162,6 +171,142 @@ def test_too_little_shared_memory_is_a_clear_error(monkeypatch, photos):
     with open_decoder(DecodePlan("processes", 1)) as decoder:
         with pytest.raises(DecodingError, match=r"/dev/shm has room for 0 decoded images.*--decoding threads"):
             decode_all(decoder, photos["good"][:1])
+
+
+# 1 MB free in /dev/shm: half of it for one run's slots, room for 3 crops of 224x224 (150,528 bytes each).
+SMALL_SHM = 1_000_000
+# Docker's default /dev/shm, empty.
+DOCKER_SHM = 64 * 2**20
+
+
+def test_auto_decoding_falls_back_to_threads_with_a_note_when_dev_shm_is_too_small(monkeypatch):
+    import resclassify.decoding as decoding
+
+    notes = []
+    monkeypatch.setattr(decoding, "shm_free_bytes", lambda: SMALL_SHM)
+    assert plan_decoding(10_000, cores=16, device="cpu", notice=notes.append) == DecodePlan("threads", 16)
+    assert notes == ["/dev/shm has room for 3 decoded images, fewer than the 32 in flight with 16 processes: "
+                     "decoding on 16 threads instead"]
+    notes.clear()
+    monkeypatch.setattr(decoding, "shm_free_bytes", lambda: DOCKER_SHM)
+    assert plan_decoding(10_000, cores=16, device="cpu", notice=notes.append) == DecodePlan("processes", 16)
+    assert notes == []
+    # Ten views of each image (--tta 10crop) take ten times the room.
+    assert plan_decoding(10_000, cores=16, device="cpu", slot_bytes=10 * 224 * 224 * 3,
+                         notice=notes.append) == DecodePlan("threads", 16)
+    assert notes == ["/dev/shm has room for 22 decoded images, fewer than the 32 in flight with 16 processes: "
+                     "decoding on 16 threads instead"]
+
+
+def test_processes_asked_for_without_room_in_dev_shm_are_a_one_line_error(monkeypatch, cli_run, photos):
+    import resclassify.decoding as decoding
+
+    monkeypatch.setattr(decoding, "shm_free_bytes", lambda: SMALL_SHM)
+    with pytest.raises(DecodingError, match=r"^/dev/shm has room for 3 decoded images, fewer than the 8 in flight "
+                                            r"with 4 processes \(use fewer --workers, --decoding threads"):
+        plan_decoding(10_000, mode="processes", workers=4, cores=16)
+    # Said before the model loads (these weights do not exist).
+    result = cli_run("predict", "--weights", "missing.h5", "--decoding", "processes", "--workers", "4",
+                     *photos["good"][:4])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == ("resclassify: error: /dev/shm has room for 3 decoded images, fewer than the 8 in flight "
+                             "with 4 processes (use fewer --workers, --decoding threads, or a larger /dev/shm)\n")
+
+
+def test_a_chosen_process_plan_decodes_on_threads_when_its_crops_do_not_fit(monkeypatch, photos):
+    import resclassify.decoding as decoding
+
+    notes = []
+    with open_decoder(DecodePlan("processes", 1, chosen=True), notice=notes.append) as decoder:
+        # Room for the plan's guess, not for a model's larger input, or another run took it since.
+        monkeypatch.setattr(decoding, "shm_free_bytes", lambda: 0)
+        results = decode_all(decoder, photos["good"][:3])
+    assert [path for path, _, _ in results] == photos["good"][:3]
+    for path, pixels, reason in results:
+        assert reason is None and np.array_equal(pixels, load_image(path, CENTER))
+    assert notes == ["/dev/shm has room for 0 decoded images, fewer than the 2 in flight with 1 process: "
+                     "decoding on 1 thread instead"]
+
+
+def test_decode_workers_ignore_sigterm_and_sighup_sent_to_the_process_group(process_decoder, photos):
+    decode_all(process_decoder, photos["good"][:2])  # started and ready
+    pids = [worker.process.pid for worker in process_decoder._workers]
+    for pid in pids:  # what a scheduler's SIGTERM, or a closed terminal's SIGHUP, to the whole group does
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGHUP)
+    time.sleep(0.2)
+    results = decode_all(process_decoder, photos["good"])
+    assert all(reason is None for _, _, reason in results)
+    assert [worker.process.pid for worker in process_decoder._workers] == pids  # none died and was replaced
+
+
+def stale_candidate(pid, age_seconds=0):
+    """A file named as our segments are, for pid (as a run killed with SIGKILL leaves one), made age_seconds ago."""
+    path = os.path.join("/dev/shm", f"{SEGMENT_PREFIX}{pid}-{secrets.token_hex(6)}")
+    with open(path, "wb") as f:
+        f.write(bytes(4096))
+    if age_seconds:
+        made = time.time() - age_seconds
+        os.utime(path, (made, made))
+    return path
+
+
+def dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture
+def segment_files():
+    made = []
+    yield made
+    for path in made:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def test_segments_of_dead_runs_are_removed_and_live_ones_stay(segment_files, process_decoder, photos):
+    import fcntl
+
+    from resclassify.decoding import remove_stale_segments
+
+    dead = stale_candidate(dead_pid())
+    # A live run's: its owner holds the lock, whatever its pid looks like from here (another pid namespace).
+    locked = stale_candidate(dead_pid())
+    lock = os.open(locked, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    # Unlocked, but its pid is a live process that started before it was made (a run starting up, or
+    # an older version's run): it stays.
+    young = stale_candidate(os.getpid())
+    # Its pid's number now belongs to a process that started after the segment was made: the owner is dead.
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    reused = stale_candidate(later.pid, age_seconds=3600)
+    segment_files.extend([dead, locked, young, reused])
+    try:
+        # And a segment in use by a run in this process, mid-way.
+        running = process_decoder.map(photos["good"], CENTER)
+        first = next(running)
+        [in_use] = [os.path.join("/dev/shm", segment.name) for segment in process_decoder._segments]
+        removed = remove_stale_segments()
+        ours = {os.path.basename(path) for path in (dead, locked, young, reused, in_use)}
+        assert ours & set(removed) == {os.path.basename(dead), os.path.basename(reused)}
+        assert [os.path.exists(path) for path in (dead, locked, young, reused, in_use)] == [False, True, True,
+                                                                                             False, True]
+        rest = [first.path] + [decoded.path for decoded in running]
+        assert rest == photos["good"]
+    finally:
+        os.close(lock)
+        later.kill()
+        later.wait()
+
+
+def test_a_run_planning_processes_removes_the_segment_a_killed_run_left(segment_files):
+    left = stale_candidate(dead_pid())
+    segment_files.append(left)
+    plan_decoding(10, mode="processes", workers=1, cores=2)
+    assert not os.path.exists(left)
 
 
 @pytest.mark.parametrize("images, cores, device, expected", [

@@ -6,6 +6,7 @@ which loads the model once.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -30,10 +31,23 @@ def local_ray():
     from resclassify.engines.ray import RayEngine
 
     engine = RayEngine(num_cpus=2)
-    engine.connect()
-    yield ray.get_runtime_context().gcs_address
-    engine.close()
-    assert not ray.is_initialized()
+    # As the command line's: ray.init would put its own (sys.exit) in its place.
+    previous = signal.signal(signal.SIGTERM, callers_sigterm_handler)
+    try:
+        engine.connect()
+        handlers_after_start.append(signal.getsignal(signal.SIGTERM))
+        yield ray.get_runtime_context().gcs_address
+        engine.close()
+        assert not ray.is_initialized()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def callers_sigterm_handler(number, frame):
+    raise KeyboardInterrupt
+
+
+handlers_after_start = []
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +65,11 @@ def test_a_ray_started_here_listens_on_loopback_only(local_ray):
     assert local_ray.startswith("127.0.0.1:")
     assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
     assert ray.cluster_resources()["CPU"] == 2
+
+
+def test_starting_ray_keeps_the_callers_sigterm_handler(local_ray):
+    # The command line's handler stops a run as Ctrl-C does, closing its files whole (exit 143).
+    assert handlers_after_start == [callers_sigterm_handler]
 
 
 def test_ray_predict_on_a_cluster_address_gives_the_local_records(local_ray, weights_file, model, inputs, tmp_path):

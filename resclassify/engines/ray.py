@@ -154,6 +154,24 @@ def _stderr_silenced(enabled=True):
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def _sigterm_handler_kept():
+    """ray.init replaces the caller's SIGTERM handler with sys.exit: keep the caller's (the command
+    line's stops a run as Ctrl-C does, closing its files whole)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
 class RayEngine:
     """Runs the network on a Ray cluster: the one at address (else RAY_ADDRESS), else a Ray started here.
 
@@ -192,7 +210,7 @@ class RayEngine:
             return
         logging_level = logging.INFO if self.verbose else logging.WARNING
         try:
-            with _stderr_silenced(not self.verbose), _quiet_core_worker(not self.verbose):
+            with _stderr_silenced(not self.verbose), _quiet_core_worker(not self.verbose), _sigterm_handler_kept():
                 if self.address:
                     with _not_clustered(_loopback_only(self.address)):
                         ray.init(address=self.address, log_to_driver=self.verbose, logging_level=logging_level,
