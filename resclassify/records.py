@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 
 from .errors import RecordFileError
@@ -412,7 +413,8 @@ def open_record_file(path, how):
             holder = lock_holder(descriptor)
             raise RecordFileError(f"{path}: is being written by another run{f' (pid {holder})' if holder else ''}; "
                                   "wait for it to end, or write to another file") from None
-        if how == "replace":
+        # Only a regular file is emptied: a device (/dev/null, /dev/full) refuses truncation, as `>` never asks it.
+        if how == "replace" and stat.S_ISREG(os.fstat(descriptor).st_mode):
             os.ftruncate(descriptor, 0)
         return open(descriptor, "a" if how == "append" else "w", encoding="utf-8", newline="")
     except BaseException:
