@@ -173,10 +173,9 @@ def test_processes_starting_together_export_once_and_the_others_wait_for_it(colo
     try:
         # The first to take the lock exports (its stand-in child waits for the go file); both others
         # must be waiting for that lock before the export is let finish.
-        lock = next(iter(onnx_folder().glob(".*.onnx.lock")), None) if onnx_folder().is_dir() else None
-        wait_for(lambda: any(blocked_waiters(p) == 2 for p in onnx_folder().glob(".*.onnx.lock"))
-                 if onnx_folder().is_dir() else False)
-        lock = next(iter(onnx_folder().glob(".*.onnx.lock")), lock)
+        locks = lambda: list(onnx_folder().glob(".*.onnx.lock")) if onnx_folder().is_dir() else []  # noqa: E731
+        wait_for(lambda: any(blocked_waiters(p) == 2 for p in locks()))
+        lock = next(iter(locks()), None)
     finally:
         go.touch()
         outputs = [run.communicate(timeout=120) for run in runs]
@@ -232,8 +231,8 @@ def test_a_stop_between_writing_the_file_and_its_record_leaves_no_half_pair(colo
     messages = []
     if key.path.exists():
         assert ort_backend.cached_export(key, messages.append) is not None and messages == []
-    assert ort_backend.cached_files() == ([] if not key.path.exists() else ort_backend.cached_files())
-    assert all(row["arch"] == "custom" for row in ort_backend.cached_files())
+    else:
+        assert ort_backend.cached_files() == []
     assert list(onnx_folder().glob(".*")) == []
     # The next run works, saying only what a first run says.
     calls = []
