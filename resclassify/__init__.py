@@ -67,13 +67,14 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
                                                      threads=threads, precision=precision,
                                                      normalization=normalization, input_size=size,
                                                      offline=offline, progress=progress, notice=notice,
-                                                     verbose=verbose)
+                                                     verbose=verbose, retry_failed_export=backend is not None)
             classifier.recipe = {**recipe, "backend": chosen}
             return classifier
-        except ExportError as exc:
+        except (ExportError, onnxruntime.OnnxCacheNotWritable) as exc:
             if backend is not None:
                 raise
-            # ONNX Runtime was only the default: the network still runs, on Keras.
+            # ONNX Runtime was only the default: the network still runs, on Keras (an export that
+            # failed, or an ONNX cache that cannot be written).
             chosen = backends.resolve(None)
             if notice is not None:
                 notice(f"{exc}; running it on {chosen} instead")
@@ -109,6 +110,7 @@ def about(devices=False):
     with devices=True, the devices each installed backend sees (each listed by a child process,
     so this process never imports a backend).
     """
+    import os
     import platform
 
     from . import backends
@@ -116,17 +118,27 @@ def about(devices=False):
     from .weights import cache_dir, cached_files
 
     default, why = backends.default_choice()
-    return {
+    info = {
         "resclassify": __version__,
         "python": platform.python_version(),
         "keras": backends.version("keras"),
         "backends": backends.describe(devices),
         "default_backend": {"name": default, "why": why},
         "onnxruntime": backends.version("onnxruntime"),
-        "cache_folder": str(cache_dir()),
-        "cached_weights": cached_files(),
-        "cached_onnx": onnxruntime.cached_files(),
     }
+    # The command people run to find what is wrong: a cache it cannot read is named, not fatal.
+    try:
+        info["cache_folder"] = str(cache_dir())
+        info["cached_weights"] = cached_files()
+        info["cached_onnx"] = onnxruntime.cached_files()
+        info["cache_problem"] = None
+    except ResclassifyError as exc:
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        info.setdefault("cache_folder", os.path.join(home, "models"))
+        info.setdefault("cached_weights", [])
+        info.setdefault("cached_onnx", [])
+        info["cache_problem"] = str(exc)
+    return info
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None, decoding="auto",

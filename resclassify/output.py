@@ -1073,6 +1073,8 @@ class InfoTextWriter:
             shown = f"error: {devices['error']}" if isinstance(devices, dict) else ", ".join(devices) or "none"
             lines.append(("devices" if i == 0 else "", f"{name}: {shown}"))
         lines.append(("cache folder", info["cache_folder"]))
+        if info.get("cache_problem"):
+            lines.append(("cache problem", info["cache_problem"]))
         cached = info["cached_weights"]
         for i, row in enumerate(cached):
             about = f"{row['model']}, " if row["model"] else ""

@@ -1,5 +1,6 @@
 """Where weight files come from: Keras's cache, a download checked by hash, or a local path."""
 
+import contextlib
 import glob
 import hashlib
 import http.client
@@ -256,28 +257,90 @@ def _lock(stream):
     return True
 
 
-def remove_stale_partials(target, now=None):
+def remove_stale_partials(target, now=None, *, unlocked_is_stale=False):
     """Remove what killed downloads of target left in the cache: .part files no process writes to.
 
-    Best effort: a file that cannot be checked or removed (a read-only cache) is left alone.
+    unlocked_is_stale: the caller holds the lock under which target's .part files are made (an
+    ONNX export's, see held_lock), so no live writer can be between making its file and locking
+    it: one that nobody holds is stale at any age. Best effort: a file that cannot be checked or
+    removed (a read-only cache) is left alone.
     """
-    now = time.time() if now is None else now
     try:
         candidates = list(Path(target).parent.glob(_partial_names(Path(target))))
     except OSError:
         return
+    remove_unowned_partials(candidates, now, unlocked_is_stale=unlocked_is_stale)
+
+
+def remove_unowned_partials(candidates, now=None, *, unlocked_is_stale=False):
+    """Remove the .part files among candidates that no live process holds (see remove_stale_partials)."""
+    now = time.time() if now is None else now
     for path in candidates:
         try:
-            if now - path.stat().st_mtime < STALE_PART_AGE_S:
+            young = now - path.stat().st_mtime < STALE_PART_AGE_S
+            if young and not unlocked_is_stale:
                 continue
             with open(path, "rb") as stream:
-                if _lock(stream) is False:
-                    continue  # a live download, however slow
+                held = _lock(stream)
+                if held is False or (held is None and young):
+                    continue  # a live writer, however slow (or no locks here to tell)
                 # Still the file that was looked at (not one made since under the same name).
                 if os.fstat(stream.fileno()).st_ino == path.stat().st_ino:
                     path.unlink()
         except OSError:
             continue
+
+
+@contextlib.contextmanager
+def held_lock(lock_path, on_wait=None):
+    """Hold an exclusive lock on lock_path (made if need be) for the with block; one process at a time.
+
+    The kernel drops a flock when its process dies, however it dies, so a lock left by a dead
+    process is simply taken. on_wait(), if given, is called once when another process holds it
+    and this one waits. The holder removes the file before letting go (so the cache is not
+    littered with them); a waiter that then gets the removed file's lock tries again on the
+    path. OSError if the file cannot be made (a read-only folder). Without flock (Windows, some
+    network file systems) nothing is locked.
+    """
+    lock_path = Path(lock_path)
+    fd = _open_locked(lock_path, on_wait)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            try:
+                os.unlink(lock_path)
+            except OSError:
+                pass
+            os.close(fd)
+
+
+def _open_locked(lock_path, on_wait):
+    waited = False
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fcntl is None:
+                return fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None and not waited:
+                    on_wait()
+                waited = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # no locks on this file system
+                return fd
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder we waited for removed it: lock the path afresh
 
 
 def _create_partial(target):

@@ -190,6 +190,26 @@ def test_keras_home_that_is_a_file_is_one_line_for_list_and_path(cli_run, tmp_pa
         assert (result.exit_code, result.stdout, result.stderr) == (1, "", expected), args
 
 
+def test_info_with_a_keras_home_that_is_a_file_shows_the_rest_and_names_the_problem(cli_run, tmp_path, monkeypatch):
+    import resclassify
+
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "afile"))
+    problem = (f"KERAS_HOME={tmp_path / 'afile'} is not a folder; set KERAS_HOME to a writable folder (weights go "
+               "in $KERAS_HOME/models)")
+    text = cli_run("info")
+    assert (text.exit_code, text.stderr) == (0, "")
+    lines = text.stdout.splitlines()
+    assert lines[0].split() == ["resclassify", resclassify.__version__]
+    assert any(line.startswith("backend ") for line in lines)
+    assert f"cache folder    {tmp_path / 'afile' / 'models'}" in lines
+    assert f"cache problem   {problem}" in lines
+    assert "cached weights  none" in lines
+    info = json.loads(cli_run("info", "--json").stdout)
+    assert info["cache_problem"] == problem and info["cached_weights"] == [] and info["cached_onnx"] == []
+    assert info["resclassify"] == resclassify.__version__
+
+
 def test_an_unreadable_cached_file_is_one_line_for_list(cli_run, monkeypatch):
     import errno
 

@@ -4,9 +4,12 @@ The exported graph takes uint8 images (n, size, size, 3) and gives float32 proba
 normalization and the softmax are inside it. It is cached in $KERAS_HOME/models/onnx, one file
 per (weights, architecture, input size, normalization, precision), with a JSON file beside it
 that says what it was made from and its sha256. A run with the file cached imports ONNX Runtime,
-NumPy and Pillow only.
+NumPy and Pillow only. One process at a time exports a file (a lock beside it; the others wait
+and use it), and an export that failed is remembered (a marker beside it) so that default runs
+do not try it again on every start.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -25,6 +28,7 @@ from ..archs import ARCH_CHOICES, ARCHS
 from ..config import DEFAULT_SIZE, NORMALIZE_MODES, check_choice, resolve_preprocessing
 from ..errors import BackendError, ExportError, ModelError
 from ..labels import ClassIndex, imagenet_classes, read_class_file
+from ..weights import CacheNotWritable
 
 NAME = "onnxruntime"
 # What the exported graph is (uint8 in, normalization and softmax inside, input "images"): a
@@ -34,7 +38,18 @@ INPUT_NAME = "images"
 FOLDER_NAME = "onnx"
 HASHES_FILE = "file-hashes.json"
 PRECISIONS = ("float32",)
+# (ExportKey, threads) -> (InferenceSession, about-record): each export is loaded once per process.
+# Only sessions are shared; every load_classifier call gets its own network object, so a later
+# caller's notice, offline and exporter settings are its own.
 _classifiers = {}
+
+
+class OnnxCacheNotWritable(CacheNotWritable):
+    """The ONNX cache folder cannot be written (read-only, not a folder, no room): a default run goes on with Keras."""
+
+
+class ExportFailedBefore(ExportError):
+    """An earlier run's export of this network failed with these versions: a default run goes to Keras at once."""
 
 
 def installed():
@@ -84,9 +99,24 @@ def version():
 # --- the cache --------------------------------------------------------------------------------
 
 def cache_folder():
+    """$KERAS_HOME/models/onnx; OnnxCacheNotWritable when KERAS_HOME cannot hold a cache (a file)."""
     from ..weights import cache_dir
 
-    return cache_dir() / FOLDER_NAME
+    try:
+        return cache_dir() / FOLDER_NAME
+    except CacheNotWritable as exc:
+        raise OnnxCacheNotWritable(str(exc)) from None
+
+
+def _cannot_write(folder, exc):
+    """Why the ONNX cache cannot be written, naming the folder and the way out."""
+    try:
+        reason = "not a folder" if folder.exists() and not folder.is_dir() else None
+    except OSError:
+        reason = None
+    reason = reason or (exc.strerror or str(exc)).lower()
+    return (f"cannot write to the ONNX cache {folder}: {reason}; set KERAS_HOME to a writable folder (ONNX "
+            "files go in $KERAS_HOME/models/onnx), or pass --backend tensorflow")
 
 
 @dataclass(frozen=True)
@@ -115,6 +145,16 @@ class ExportKey:
     def about_path(self):
         return cache_folder() / f"{self.file_stem}.json"
 
+    @property
+    def lock_path(self):
+        """Held while this file is exported, so one process exports it and the others wait for it."""
+        return cache_folder() / f".{self.file_stem}.onnx.lock"
+
+    @property
+    def failed_path(self):
+        """Says that exporting this file failed, with which versions: default runs then go to Keras at once."""
+        return cache_folder() / f"{self.file_stem}.export-failed.json"
+
     def as_dict(self):
         return {"arch": self.arch, "weights_hash": self.weights_hash, "input_size": self.input_size,
                 "normalization": self.normalization, "precision": self.precision}
@@ -139,11 +179,25 @@ def file_sha256(path, memo=True):
         return known["sha256"]
     digest = file_hash(path, "sha256")
     if memo:
-        hashes[str(path)] = {"stat": fingerprint, "sha256": digest}
-        # Forget files that are gone, so the memo does not grow for ever.
-        hashes = {name: entry for name, entry in hashes.items() if os.path.exists(name)}
-        _write_json_quietly(hashes_path, hashes)
+        _remember_hash(hashes_path, str(path), {"stat": fingerprint, "sha256": digest})
     return digest
+
+
+def _remember_hash(hashes_path, name, entry):
+    """Add one entry to the hash memo: read, changed and written under its lock, so concurrent runs keep each other's."""
+    from ..weights import held_lock
+
+    try:
+        hashes_path.parent.mkdir(parents=True, exist_ok=True)
+        with held_lock(hashes_path.with_name(f".{hashes_path.name}.lock")):
+            hashes = _read_json(hashes_path)
+            hashes = hashes if isinstance(hashes, dict) else {}
+            hashes[name] = entry
+            # Forget files that are gone, so the memo does not grow for ever.
+            hashes = {known: value for known, value in hashes.items() if os.path.exists(known)}
+            _write_json(hashes_path, hashes)
+    except OSError:
+        pass  # a cache that cannot be written only costs a hash later
 
 
 def _read_json(path):
@@ -168,6 +222,7 @@ def _write_json(path, data):
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            _lock_partial(f)
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
         os.chmod(temporary, 0o666 & ~_umask())
@@ -175,6 +230,13 @@ def _write_json(path, data):
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _lock_partial(stream):
+    """The writer's lock on its .part file, held until closed: one nobody holds is a dead writer's (weights._lock)."""
+    from ..weights import _lock
+
+    _lock(stream)
 
 
 def _umask():
@@ -223,25 +285,31 @@ def _tell(notice, message):
 
 
 def export_to_cache(key, weights_path, *, notice=None, verbose=False, threads=None, exporter=None):
-    """Export the network to key.path atomically (temporary file, checked, renamed) and return its record.
+    """Export the network to key.path and return its record; call it holding key's lock (see _open_or_export).
+
+    The file is written to a hidden temporary file and checked; then its record is written
+    beside it, and the file renamed onto its name last. That rename makes the pair: a stop at
+    any point leaves no file at key.path, or the file with its record (a record left without
+    its file names another file's sha256, and is rewritten by the next export).
 
     exporter(job, output_path) makes the ONNX file and returns what it learnt (input size,
     classes, normalization); by default a child process runs onnx_export.
     """
-    from ..weights import CacheNotWritable, _lock, file_hash, remove_stale_partials
+    from ..weights import _lock, file_hash, remove_stale_partials
 
     exporter = exporter or run_export_process
     folder = cache_folder()
-    # What an export killed outright (kill -9) left: the same rule, and the same lock, as downloads.
-    remove_stale_partials(key.path)
+    # What an export killed outright (kill -9, a power cut) left: with key's lock held no live
+    # process writes these, so one that no process holds is a dead writer's, whatever its age.
+    for target in (key.path, key.about_path):
+        remove_stale_partials(target, unlocked_is_stale=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{key.path.name}.", suffix=".part")
         writer = os.fdopen(fd, "rb")
         _lock(writer)  # held while the child writes the file: a live export is never taken for stale
     except OSError as exc:
-        raise CacheNotWritable(f"cannot write to the ONNX cache {folder}: {exc.strerror or exc}; set KERAS_HOME "
-                               "to a writable folder (ONNX files go in $KERAS_HOME/models/onnx)") from None
+        raise OnnxCacheNotWritable(_cannot_write(folder, exc)) from None
     job = {"arch": key.arch, "weights": str(weights_path), "input_size": key.input_size,
            "normalization": key.normalization, "threads": threads, "output": temporary}
     try:
@@ -258,17 +326,123 @@ def export_to_cache(key, weights_path, *, notice=None, verbose=False, threads=No
             "stat": _stat_fingerprint(temporary),
             **learnt,
         }
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, key.path)
         try:
+            os.chmod(temporary, 0o666 & ~_umask())
             _write_json(key.about_path, about)
+            os.replace(temporary, key.path)
         except OSError as exc:
-            raise CacheNotWritable(f"cannot write {key.about_path}: {exc.strerror or exc}") from None
+            raise OnnxCacheNotWritable(_cannot_write(folder, exc)) from None
     finally:
         writer.close()
         if os.path.exists(temporary):
             os.unlink(temporary)
     return about
+
+
+def _open_cached(key, threads, notice):
+    """(session, about) for key's cached file if it is whole and loads, else None."""
+    about = cached_export(key, notice)
+    if about is None:
+        return None
+    try:
+        return open_session(key.path, threads), about
+    except Exception as exc:  # ONNX Runtime raises its own kinds for a file it cannot parse
+        _tell(notice, f"{key.path} cannot be loaded ({_first_line(exc)}); exporting again")
+        return None
+
+
+def _open_or_export(key, resolve, *, threads, notice, verbose, exporter, retry_failed):
+    """(session, about) for key: from the cache, else exported by this process or by another one it waited for.
+
+    One process exports a key at a time: it holds the key's lock file, the others wait for it
+    (saying so once) and then load its file. retry_failed=False (a default run) raises
+    ExportFailedBefore when an earlier export of key failed with these versions, without trying
+    again; a failure is remembered, and a success forgets it.
+    """
+    from ..weights import held_lock
+
+    opened = _open_cached(key, threads, notice)
+    if opened is not None:
+        return opened
+    if not retry_failed:
+        _check_not_failed_before(key)
+    folder = cache_folder()
+    with contextlib.ExitStack() as stack:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(held_lock(key.lock_path, on_wait=lambda: _tell(
+                notice, f"another process is exporting {key.label} to ONNX ({key.path}); waiting for it")))
+        except OSError as exc:
+            raise OnnxCacheNotWritable(_cannot_write(folder, exc)) from None
+        # Another process may have made it (or failed to) while this one waited.
+        opened = _open_cached(key, threads, None)
+        if opened is not None:
+            return opened
+        if not retry_failed:
+            _check_not_failed_before(key)
+        weights_path = resolve()
+        try:
+            about = export_to_cache(key, weights_path, notice=notice, verbose=verbose, threads=threads,
+                                    exporter=exporter)
+        except ExportError as exc:
+            _remember_failure(key, exc)
+            raise
+        _forget_failure(key)
+        return open_session(key.path, threads), about
+
+
+# --- a failed export, remembered ------------------------------------------------------------
+
+def export_versions():
+    """What an export's outcome depends on beside its key: resclassify's recipe and the exporting packages."""
+    from importlib.metadata import PackageNotFoundError, version as package_version
+
+    from .. import __version__
+
+    versions = {"resclassify": __version__, "format": FORMAT_VERSION}
+    for name in ("keras", "tensorflow", "tf2onnx"):
+        try:
+            versions[name] = package_version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def failed_before(key):
+    """Why an earlier export of key failed, if it did with the versions installed now; else None."""
+    marker = _read_json(key.failed_path)
+    if isinstance(marker, dict) and marker.get("versions") == export_versions() and isinstance(marker.get("error"), str):
+        return marker["error"]
+    return None
+
+
+def _check_not_failed_before(key):
+    error = failed_before(key)
+    if error is not None:
+        raise ExportFailedBefore(f"the ONNX export of {key.label} failed in an earlier run ({error}; --backend "
+                                 f"onnxruntime tries again)")
+
+
+def _remember_failure(key, exc):
+    _write_json_quietly(key.failed_path, {"error": str(exc), "key": key.as_dict(), "versions": export_versions()})
+
+
+def _forget_failure(key):
+    try:
+        os.unlink(key.failed_path)
+    except OSError:
+        pass
+
+
+def remove_dead_temporaries():
+    """Remove the cache's hidden .part files whose writer is dead: none holds its lock, and it is over weights.STALE_PART_AGE_S old."""
+    from ..weights import remove_unowned_partials
+
+    try:
+        candidates = list(cache_folder().glob(".*.part"))
+    except (OSError, CacheNotWritable):
+        return
+    remove_unowned_partials(candidates)
 
 
 def run_export_process(job, *, verbose=False):
@@ -287,10 +461,13 @@ def run_export_process(job, *, verbose=False):
     # Named like the .part file it sits beside, so that a killed run's leftover is cleaned up alike.
     job = dict(job, result=job["output"] + ".result.part")
     try:
-        child = subprocess.run([sys.executable, "-m", "resclassify.backends.onnx_export", json.dumps(job)],
+        # On Ctrl-C (and the signals the command line treats alike) run() kills the child before
+        # the exception goes on; a parent killed outright takes it along (_dies_with_parent).
+        child = subprocess.run(export_command(job),
                                # stdout carries results only: the child's chatter goes to stderr.
                                stdout=sys.stderr if verbose else subprocess.DEVNULL,
-                               stderr=None if verbose else subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                               stderr=None if verbose else subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               preexec_fn=_dies_with_parent())
         result = _read_json(job["result"])
     finally:
         if os.path.exists(job["result"]):
@@ -303,10 +480,43 @@ def run_export_process(job, *, verbose=False):
     raise ExportError(f"exporting {Path(job['weights']).name} to ONNX failed: {_child_failure(child)}")
 
 
+def export_command(job):
+    """The export child's command line."""
+    return [sys.executable, "-m", "resclassify.backends.onnx_export", json.dumps(job)]
+
+
+def _dies_with_parent():
+    """A preexec_fn making the kernel kill the child when this process dies, however it dies (Linux); else None.
+
+    Without it, a parent killed by SIGKILL (or by a signal it does not handle) leaves the child
+    exporting on alone for half a minute, at several GiB.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        import signal
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before that took effect
+            os._exit(1)
+
+    return preexec
+
+
 def _error_of_kind(result):
     """The child's error as the same resclassify error (a WeightsError stays one); ExportError otherwise."""
     from .. import errors
 
+    if result.get("kind") == "NotWritable":
+        return OnnxCacheNotWritable(f"{result['error']}; set KERAS_HOME to a writable folder (ONNX files go in "
+                                    "$KERAS_HOME/models/onnx), or pass --backend tensorflow")
     kind = getattr(errors, str(result.get("kind")), None)
     if not (isinstance(kind, type) and issubclass(kind, errors.ResclassifyError)) or issubclass(kind, errors.InputError):
         return ExportError(result["error"])
@@ -422,12 +632,14 @@ def open_session(path, threads=None):
 
 def load_classifier(weights="imagenet", arch="resnet50", *, model_path=None, classes_path=None, threads=None,
                     precision="float32", input_size=None, normalization=None, offline=False, progress=None,
-                    notice=None, verbose=False, exporter=None):
+                    notice=None, verbose=False, exporter=None, retry_failed_export=True):
     """The network as an ONNX Runtime session, exported from Keras first if it is not cached yet.
 
     weights is "imagenet" (Keras's official file for arch, downloaded if need be), a URL or a
     file; or model_path is a user's own Keras model. normalization (default: the network's own)
     is the one built into the graph first. exporter is for tests (see export_to_cache).
+    retry_failed_export=False (ONNX Runtime as the default rather than asked for) raises
+    ExportFailedBefore at once for an export that failed before with these versions.
     """
     from ..weights import KNOWN_WEIGHTS, resolve_weights
 
@@ -466,30 +678,27 @@ def load_classifier(weights="imagenet", arch="resnet50", *, model_path=None, cla
             def resolve():
                 return weights_path
         normalization = normalization or ARCHS[arch].normalization
-    memo_key = (base, normalization, str(classes_path), threads)
-    if memo_key in _classifiers:
-        return _classifiers[memo_key]
+    remove_dead_temporaries()
 
     def open_mode(mode):
-        """(session, about) for the export of this network with mode normalization (None: the model's own)."""
+        """(session, about) for the export of this network with mode normalization (None: the model's own).
+
+        This call's own settings (notice, offline, exporter) apply, even where another caller's
+        session for the same file is reused.
+        """
         key = dataclasses.replace(base, normalization=mode)
-        about = cached_export(key, notice)
-        if about is not None:
-            try:
-                return open_session(key.path, threads), about
-            except Exception as exc:  # ONNX Runtime raises its own kinds for a file it cannot parse
-                _tell(notice, f"{key.path} cannot be loaded ({_first_line(exc)}); exporting again")
-        about = export_to_cache(key, resolve(), notice=notice, verbose=verbose, threads=threads, exporter=exporter)
-        return open_session(key.path, threads), about
+        if (key, threads) not in _classifiers:
+            _classifiers[(key, threads)] = _open_or_export(key, resolve, threads=threads, notice=notice,
+                                                           verbose=verbose, exporter=exporter,
+                                                           retry_failed=retry_failed_export)
+        return _classifiers[(key, threads)]
 
     session, about = open_mode(normalization)
     classes = _classes(named, classes_path, about["classes"])
-    classifier = OnnxClassifier(base.arch, str(weights_path), about["input_size"], classes, about["normalization"],
-                                str(dataclasses.replace(base, normalization=normalization).path), precision,
-                                parameters=about.get("parameters", 0), open_mode=open_mode,
-                                sessions={about["normalization"]: session})
-    _classifiers[memo_key] = classifier
-    return classifier
+    return OnnxClassifier(base.arch, str(weights_path), about["input_size"], classes, about["normalization"],
+                          str(dataclasses.replace(base, normalization=normalization).path), precision,
+                          parameters=about.get("parameters", 0), open_mode=open_mode,
+                          sessions={about["normalization"]: session})
 
 
 @dataclass(frozen=True)
