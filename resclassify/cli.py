@@ -302,13 +302,15 @@ def network_threads(options, classifier=None):
     return applied_threads(classifier.backend, classifier.device, options["threads"]) or available_cores()
 
 
-def describe_run(classifier, preprocessing, plan=None, threads=None):
+def describe_run(classifier, preprocessing, plan=None, threads=None, engine_name="local"):
     """One line saying which network, preprocessing, decoding and threads produced a run's results."""
     if classifier.arch == "custom":
         network = f"{classifier.name} ({len(classifier.classes)} classes)"
     else:
         network = f"{classifier.arch}, weights {os.path.basename(classifier.weights)}"
-    line = f"{network} · {classifier.backend} on {classifier.device} · {preprocessing.describe()}"
+    # On Ray the actors choose their runtime for their own device: this process's copy says nothing of it.
+    runtime = f"{classifier.backend} on {classifier.device}" if engine_name == "local" else f"{engine_name} actors"
+    line = f"{network} · {runtime} · {preprocessing.describe()}"
     if plan is not None:
         line += f" · decoding on {plan.describe()}, network on {threads} CPU thread{'' if threads == 1 else 's'}"
     return line
@@ -485,7 +487,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
         writers = []
         if output is None or format_given or sys.stdout.isatty():
             about = describe_run(model, preprocessing, getattr(decoder, "plan", None),
-                                 network_threads(options, model))
+                                 network_threads(options, model), engine.name)
             writers.append(open_writer("predictions", output_format, GuardedStream(sys.stdout, "stdout"),
                                        about=about))
         if output is not None:

@@ -146,3 +146,13 @@ def test_a_real_onnxruntime_shard_merges_with_a_tensorflow_one(cli_run, own_mode
     report = json.loads(merged.stdout)
     assert report["model"]["backends"] == ["onnxruntime", "tensorflow"]
     assert report["images"]["evaluated"] == 3 and report["accuracy"]["top1"]["correct"] == 3
+
+
+def test_the_run_line_of_a_ray_run_names_the_actors_not_this_process_runtime(model):
+    """This process's copy (on the CPU, maybe ONNX Runtime) is not what Ray's actors run."""
+    from resclassify.cli import describe_run
+
+    preprocessing = model.preprocessing()
+    assert " · tensorflow on cpu · " in describe_run(model, preprocessing)
+    line = describe_run(model, preprocessing, engine_name="ray")
+    assert line.startswith("resnet50, weights resnet50_random.h5 · ray actors · center-crop")
