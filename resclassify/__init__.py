@@ -43,7 +43,8 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     it takes any size (PreprocessingError).
 
     The network keeps these arguments as .recipe, so that another process (a Ray actor) can
-    load the same one.
+    load the same one. Its backend is the one asked for: None lets that process choose for its
+    own device (ONNX Runtime on a CPU, a Keras backend on a GPU), as this one did for its own.
     """
     recipe = _recipe(locals())
     from . import backends
@@ -68,7 +69,7 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
                                                      normalization=normalization, input_size=size,
                                                      offline=offline, progress=progress, notice=notice,
                                                      verbose=verbose, retry_failed_export=backend is not None)
-            classifier.recipe = {**recipe, "backend": chosen}
+            classifier.recipe = recipe
             return classifier
         except (ExportError, onnxruntime.OnnxCacheNotWritable) as exc:
             if backend is not None:
@@ -85,7 +86,7 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
         path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
         classifier = load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
                                      classes_path=classes, backend=chosen, notice=notice, size=size)
-    classifier.recipe = {**recipe, "backend": chosen}
+    classifier.recipe = recipe
     return classifier
 
 

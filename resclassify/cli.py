@@ -234,6 +234,13 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
     if precision == "float16" and classifier.device == "cpu" and runs_here and not quiet:
         report_warning("--precision float16 on a CPU is slow (CPUs emulate most float16 arithmetic); "
                        "bfloat16 or float32 are faster there")
+    if runs_here and threads and not quiet:
+        from .backends import applied_threads
+
+        if applied_threads(classifier.backend, classifier.device, threads) != threads:
+            report_warning(f"--threads {threads} does not apply to {classifier.backend} on the CPU (XLA's CPU "
+                           "runtime takes only --threads 1): the network uses every core; bound the process with "
+                           "taskset to use fewer")
     if model_path is not None and classes_path is None and len(classifier.classes) != 1000 and not quiet:
         report_warning(f"no --classes file: {classifier.name}'s {len(classifier.classes)} classes are "
                        "named by their output index")
@@ -254,10 +261,12 @@ def scale_options(command):
     options = [
         click.option("--shard", "shard_text", default=None, metavar="K/N|auto",
                      help="Run only shard K of N: the K-th contiguous part of the sorted inputs, so N runs cover "
-                          "each input once. auto: from a Slurm array (SLURM_ARRAY_TASK_ID, _MIN, _COUNT) or a "
-                          "Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards)."),
+                          "each input once. auto: from a whole Slurm array (SLURM_ARRAY_TASK_ID, _MIN, _MAX, "
+                          "_COUNT) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --shards)."),
         click.option("--shards", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="With --shard auto in a Kubernetes Indexed Job: the Job's completions."),
+                     help="With --shard auto: how many shards there are (a Kubernetes Indexed Job's completions; "
+                          "a Slurm array's tasks, needed when some tasks are resubmitted alone: the task ID is then "
+                          "the shard counted from 0)."),
         click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="local", show_default=True,
                      help="local: this machine. ray: a Ray cluster (pip install 'resclassify[ray]'): decoding in "
                           "CPU tasks, the network in one actor per GPU (CPU actors where there is none)."),
@@ -420,20 +429,26 @@ def open_decoding(engine, images, options):
                                       device=options["device"], slot_bytes=math.prod(shape), notice=notice), notice)
 
 
-def network_threads(options):
-    """The network's CPU threads: --threads, else every core (what the backends use unless told)."""
+def network_threads(options, classifier=None):
+    """The network's CPU threads: --threads where the classifier's runtime applies it, else every core (what the
+    backends use unless told), so that the run line and the report never claim a setting that did not apply."""
+    from .backends import applied_threads
     from .decoding import available_cores
 
-    return options["threads"] or available_cores()
+    if classifier is None:
+        return options["threads"] or available_cores()
+    return applied_threads(classifier.backend, classifier.device, options["threads"]) or available_cores()
 
 
-def describe_run(classifier, preprocessing, plan=None, threads=None):
+def describe_run(classifier, preprocessing, plan=None, threads=None, engine_name="local"):
     """One line saying which network, preprocessing, decoding and threads produced a run's results."""
     if classifier.arch == "custom":
         network = f"{classifier.name} ({len(classifier.classes)} classes)"
     else:
         network = f"{classifier.arch}, weights {os.path.basename(classifier.weights)}"
-    line = f"{network} · {classifier.backend} on {classifier.device} · {preprocessing.describe()}"
+    # On Ray the actors choose their runtime for their own device: this process's copy says nothing of it.
+    runtime = f"{classifier.backend} on {classifier.device}" if engine_name == "local" else f"{engine_name} actors"
+    line = f"{network} · {runtime} · {preprocessing.describe()}"
     if plan is not None:
         line += f" · decoding on {plan.describe()}, network on {threads} CPU thread{'' if threads == 1 else 's'}"
     return line
@@ -613,7 +628,8 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
                         is not click.core.ParameterSource.DEFAULT) or as_json
         writers = []
         if output is None or format_given or sys.stdout.isatty():
-            about = describe_run(model, preprocessing, getattr(decoder, "plan", None), network_threads(options))
+            about = describe_run(model, preprocessing, getattr(decoder, "plan", None),
+                                 network_threads(options, model), engine.name)
             stdout = GuardedStream(sys.stdout, "stdout")
             writers.append(open_writer("predictions", output_format,
                                        exact_stream(stdout) if output_format == "csv" else stdout, about=about))
@@ -914,7 +930,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
 
         report = run_evaluation(truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=options["batch_size"],
                                 preprocessing=preprocessing, workers=options["workers"],
-                                decoding=decoder or options["decoding"], network_threads=network_threads(options),
+                                decoding=decoder or options["decoding"],
+                                network_threads=network_threads(options, model),
                                 max_pixels=options["max_pixels"], on_record=on_record, previous=previous,
                                 engine=engine, on_probabilities=probabilities.write if probabilities else None,
                                 on_confusion_matrix=(lambda rows: write_confusion_rows(confusion, rows)) if confusion

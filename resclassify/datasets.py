@@ -127,13 +127,14 @@ def expand_inputs(inputs, stdin=None, on_skip=None):
     """The command's INPUT arguments as a list of image paths, with an InputError in place of each bad one.
 
     A folder becomes its images (walk_images; on_skip(Skipped) hears of each entry not followed);
-    "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are).
+    "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are);
+    a line starting with ~ or ~user is expanded as a shell expands such an argument.
     """
     items = []
     for argument in inputs:
         if argument == "-":
             lines = [os.fsdecode(line).rstrip("\r\n") for line in (stdin if stdin is not None else [])]
-            paths = [line for line in lines if line.strip()]
+            paths = [os.path.expanduser(line) for line in lines if line.strip()]
             if not paths:
                 items.append([InputError("-", "no paths on stdin")])
             items.extend(_expand_path(path, on_skip) for path in paths)
@@ -534,7 +535,7 @@ def _apply_real_labels(truth, real_labels_file, classes):
 # Shards: an array job's task K of N takes its contiguous part of the sorted input list, so the N
 # tasks cover every input exactly once whichever machine runs each, and their files merge in order.
 
-SLURM_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
+SLURM_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT")
 KUBERNETES_VARIABLE = "JOB_COMPLETION_INDEX"
 
 
@@ -583,15 +584,7 @@ def parse_shard(text, environ=None, shards=None):
 def shard_from_environment(environ, shards=None):
     """The shard an array job's task is: Slurm's array variables first, then Kubernetes's completion index."""
     if "SLURM_ARRAY_TASK_ID" in environ:
-        task, first, count = (_environment_integer(environ, name) for name in SLURM_VARIABLES)
-        step = _environment_integer(environ, "SLURM_ARRAY_TASK_STEP") if environ.get("SLURM_ARRAY_TASK_STEP") else 1
-        position, remainder = divmod(task - first, max(step, 1))
-        if remainder or not 0 <= position < count:
-            raise ShardError(f"Slurm array task {task} (first {first}, step {step}, {count} tasks) is not one of "
-                             "evenly spaced indices; submit the array as --array=0-<N-1> or pass --shard K/N")
-        if shards is not None and shards != count:
-            raise ShardError(f"--shards {shards} differs from the Slurm array's {count} tasks")
-        return Shard(position + 1, count)
+        return _slurm_shard(environ, shards)
     if KUBERNETES_VARIABLE in environ:
         index = _environment_integer(environ, KUBERNETES_VARIABLE)
         if shards is None:
@@ -602,6 +595,46 @@ def shard_from_environment(environ, shards=None):
         return Shard(index + 1, shards)
     raise ShardError("--shard auto: no array job here (neither Slurm's SLURM_ARRAY_TASK_ID nor a Kubernetes Indexed "
                      f"Job's {KUBERNETES_VARIABLE} is set); pass --shard K/N")
+
+
+def _slurm_shard(environ, shards):
+    """The shard of a Slurm array task.
+
+    Slurm describes the submission a task belongs to, not the split of the inputs: a failed task
+    resubmitted alone (sbatch --array=3) is an array of one (ID 3, MIN 3, MAX 3, COUNT 1), and a
+    resubmitted range (--array=3-5) starts at 3. So Slurm's count is trusted only for a whole
+    array: more than one task, numbered from 0 or 1, evenly spaced from MIN to MAX. Otherwise
+    --shards N must give the count, and the task ID is the shard's index counted from 0, as in
+    an array submitted as --array=0-<N-1> (the task keeps its shard when resubmitted alone).
+    """
+    task = _environment_integer(environ, "SLURM_ARRAY_TASK_ID")
+    step = _environment_integer(environ, "SLURM_ARRAY_TASK_STEP") if environ.get("SLURM_ARRAY_TASK_STEP") else 1
+    present = [name for name in SLURM_VARIABLES[1:] if environ.get(name)]
+    first, last, count = ((_environment_integer(environ, name) for name in SLURM_VARIABLES[1:])
+                          if len(present) == 3 else (None, None, None))
+    whole = (count is not None and count > 1 and first in (0, 1) and step >= 1 and last == first + (count - 1) * step
+             and first <= task <= last and (task - first) % step == 0)
+    if shards is None:
+        if whole:
+            return Shard((task - first) // step + 1, count)
+        if count is None:
+            missing = [name for name in SLURM_VARIABLES[1:] if name not in present]
+            why = f"Slurm does not say how many tasks the array has ({', '.join(missing)} not set)"
+        elif count == 1:
+            why = (f"Slurm array task {task} runs alone (an array of 1 task: a resubmitted task?), so the number "
+                   "of shards is not known")
+        else:
+            why = (f"Slurm array task {task} is in an array of {count} tasks from {first} to {last}"
+                   f"{'' if step == 1 else f' in steps of {step}'}, not a whole array numbered from 0 or 1 "
+                   "(a resubmitted part?), so the number of shards is not known")
+        raise ShardError(f"--shard auto: {why}; give the whole array's task count with --shards N (the task's "
+                         "SLURM_ARRAY_TASK_ID is then its shard counted from 0), or pass --shard K/N")
+    if whole and count == shards:
+        return Shard((task - first) // step + 1, count)
+    if not 0 <= task < shards:
+        raise ShardError(f"--shard auto: SLURM_ARRAY_TASK_ID={task} is outside 0..{shards - 1} (--shards {shards}): "
+                         f"outside a whole array, the task ID is the shard counted from 0 (--array=0-{shards - 1})")
+    return Shard(task + 1, shards)
 
 
 def _environment_integer(environ, name):

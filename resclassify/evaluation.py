@@ -36,6 +36,7 @@ class RecordTally:
         self.accuracy = AccuracyTally(ks)
         self.failed = []
         self.class_records = {}  # index -> {"index", "wnid", "label"}, as the records name it
+        self.backends = set()  # what classified the records: shards and resumes may have run on several
 
     def add(self, record):
         true = record["true"]
@@ -43,6 +44,8 @@ class RecordTally:
         if "error" in record:
             self.failed.append({"path": record["path"], "error": record["error"]})
             return
+        if record.get("backend"):
+            self.backends.add(record["backend"])
         best = record["predictions"][0]
         self.class_records.setdefault(best["index"], {key: best[key] for key in ("index", "wnid", "label")})
         self.accuracy.add_hits(true["index"], {k: record[f"hit@{k}"] for k in self.ks}, best["index"])
@@ -143,7 +146,7 @@ def evaluation_record(image, scored, classes, ks, top_k, model, run):
     record = {"path": image.path}
     if scored.error is None:
         record["model"] = model.name
-        record["backend"] = model.backend
+        record["backend"] = scored.backend or model.backend
     record["true"] = class_record(classes, image.true_index)
     if image.real_labels is not None:
         record["real_labels"] = list(image.real_labels)
@@ -199,7 +202,8 @@ def read_prediction_files(paths):
 
     Raises RecordFileError naming the files when one is cut off, holds predict's records rather
     than eval's, shares an image with another (overlapping shards), or comes from another model,
-    weights, preprocessing or top-k than the first. An empty file (an empty shard) is fine.
+    weights, precision, classes, preprocessing or top-k than the first. Another backend or device
+    is the same run (records.run_identity). An empty file (an empty shard) is fine.
     """
     if not paths:
         raise RecordFileError("no prediction files given")
@@ -256,7 +260,7 @@ def report_from_prediction_files(paths):
         folder=None,
         ground_truth={"layout": "prediction files", "labels_file": None, "real_labels_file": None},
         model={"name": name, "arch": name if name in ARCH_CHOICES else "custom", "weights": identity["weights"],
-               "backend": identity["backend"], "device": None, "precision": identity["precision"],
+               "backend": None, "device": None, "precision": identity["precision"],
                "classes": identity["classes"]},
         preprocessing=identity["preprocessing"],
         images={"found": None, "labelled": None, "limit": None, "not_run": None, "skipped": None},
@@ -306,9 +310,23 @@ def _preprocessing_section(preprocessing):
     return {**preprocessing, "description": description}
 
 
+def _runtimes(model, backends):
+    """The model section with every backend its records came from: "backends" lists them all, and "backend"
+    names the one, or is None when a merged or resumed run ran on several."""
+    backends = sorted(backends) or ([model["backend"]] if model.get("backend") else [])
+    section = {}
+    for key, value in model.items():
+        section[key] = value
+        if key == "backend":
+            section["backend"] = backends[0] if len(backends) == 1 else None
+            section["backends"] = backends
+    return section
+
+
 def _report(tally, *, folder, ground_truth, model, preprocessing, images, skipped, labels_without_image, throughput,
             shard, resumed, prediction_files=None, decoding=None):
     ks = tally.ks
+    model = _runtimes(model, tally.backends)
     accuracy = tally.accuracy
     scores = class_scores(accuracy.top1_pairs)
     score_of = {score.index: score for score in scores}

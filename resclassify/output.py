@@ -645,8 +645,11 @@ def model_line(model):
         line = f"{model['weights']} ({model['classes']:,} classes){device}, {model['precision']}"
     else:
         line = f"{model['arch']}, weights {model['weights']}{device}, {model['precision']}"
-    if model.get("backend"):
-        line += f", {model['backend']} backend"
+    backends = model.get("backends") or ([model["backend"]] if model.get("backend") else [])
+    if len(backends) > 1:  # shards or a resumed run on different kinds of node
+        line += f", backends: {', '.join(backends)}"
+    elif backends:
+        line += f", {backends[0]} backend"
     return line
 
 

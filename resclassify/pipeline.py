@@ -19,6 +19,9 @@ class Scored:
     path: str
     probabilities: np.ndarray = None
     error: InputError = None
+    # What ran the network for it, where that is not the classifier at hand: a Ray actor chooses
+    # the runtime for its own device.
+    backend: str = None
 
 
 # Batches being filled, run and handed out at once: batch n's array is filled again for batch
@@ -167,6 +170,7 @@ def prediction_record(scored, classes, k, model_name=None, backend=None, run=Non
     record = {"path": scored.path}
     if model_name is not None:
         record["model"] = model_name
+    backend = scored.backend or backend
     if backend is not None:
         record["backend"] = backend
     record["predictions"] = predictions

@@ -62,11 +62,12 @@ def _fingerprint(path, size, mtime_ns):
 
 
 def run_identity(classifier, preprocessing, top_k):
-    """What a record carries as "run", beside its model's name and backend, so that files from different
-    runs are never mixed.
+    """What a record carries as "run", beside its model's name, so that files from different runs are never mixed.
 
     Another precision, weights file, class count, preprocessing or top-k makes another run (and so
-    do another model and backend). The device does not: it moves probabilities by rounding only.
+    does another model): they change the answers. The runtime (backend, device) does not: ONNX
+    Runtime, TensorFlow and JAX on a CPU or a GPU move probabilities by rounding only, so shards
+    and resumes on different kinds of node belong to one run. Each record still names its backend.
     """
     return {
         "precision": classifier.precision,
@@ -80,14 +81,16 @@ def run_identity(classifier, preprocessing, top_k):
 
 def identity_of_run(classifier, preprocessing, top_k):
     """The identity of this run's records, as identity_of reads it back from one."""
-    return {"model": classifier.name, "backend": classifier.backend, **run_identity(classifier, preprocessing, top_k)}
+    return {"model": classifier.name, **run_identity(classifier, preprocessing, top_k)}
 
 
 def identity_of(record):
-    """The run a record came from ({"model", "backend", ...run}); None for one with no model output (an error)."""
+    """The run a record came from ({"model", ...run}); None for one with no model output (an error).
+
+    The record's backend is not part of it (see run_identity)."""
     if "run" not in record:
         return None
-    return {"model": record.get("model"), "backend": record.get("backend"), **record["run"]}
+    return {"model": record.get("model"), **record["run"]}
 
 
 def _flattened(identity):

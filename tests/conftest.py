@@ -234,6 +234,10 @@ def parity_cases(weights_file, arch_weights, predicted_images, own_models, colou
                          "3", *colour_photos.values()],
         "bfloat16": ["predict", "--weights", weights_file, "--device", "cpu", "--precision", "bfloat16", "--json",
                      *images[:4]],
+        # A thread count JAX's CPU runtime cannot take: the run line and the report say what applies.
+        "threads": ["predict", "--weights", weights_file, "--device", "cpu", "--threads", "5", "-k", "1", images[0]],
+        "threads-eval": ["eval", "--weights", weights_file, "--device", "cpu", "--threads", "5", "--limit", "2",
+                         "--json", six_eval_folder],
     }
     for arch in ARCHS_TESTED:
         cases[f"arch-{arch}"] = ["predict", "--arch", arch, "--weights", arch_weights(arch), "--device", "cpu",

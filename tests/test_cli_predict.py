@@ -395,3 +395,11 @@ def test_help_examples_quote_jq_filters(cli_run):
     texts.append((REPO / "README.md").read_text())
     uses = [line for text in texts for line in text.splitlines() if "| jq " in line]
     assert uses and all(re.search(r"\| jq (-\w+ )*'[^']+'", line) for line in uses), uses
+
+
+def test_a_tilde_path_on_stdin_reaches_its_file(cli_run, weights_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    photo = save_image(tmp_path / "photos" / "a.jpg")
+    result = cli_run("predict", "--weights", weights_file, "--json", "-", input="~/photos/a.jpg\n")
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [str(photo)]

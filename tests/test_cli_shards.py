@@ -52,7 +52,7 @@ def same_figures(merged, single):
 ])
 @pytest.mark.parametrize("command", ["predict", "eval"])
 def test_bad_shards_are_usage_errors(cli_run, weights_file, tmp_path, monkeypatch, command, args, message):
-    for name in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+    for name in SLURM_ARRAY + ("JOB_COMPLETION_INDEX",):
         monkeypatch.delenv(name, raising=False)
     target = SAMPLES[0] if command == "predict" else tmp_path
     result = cli_run(command, target, *args, "--weights", weights_file)
@@ -81,14 +81,20 @@ def test_predict_shards_put_together_are_the_sorted_inputs(cli_run, weights_file
         assert got["run"] == want["run"]
 
 
+SLURM_ARRAY = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT")
+
+
+def set_slurm(monkeypatch, *values):
+    for name, value in zip(SLURM_ARRAY, values):
+        monkeypatch.setenv(name, str(value))
+
+
 def test_shard_auto_reads_slurm_and_kubernetes(cli_run, weights_file, monkeypatch):
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "11")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "10")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    set_slurm(monkeypatch, 2, 1, 2, 2)  # task 2 of --array=1-2
     result = cli_run("predict", "--json", "--shard", "auto", "--weights", weights_file, *SAMPLES)
     assert result.exit_code == 0, result.stderr
     assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == SAMPLES[2:]
-    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT"):
+    for name in SLURM_ARRAY:
         monkeypatch.delenv(name)
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "0")
     result = cli_run("predict", "--json", "--shard", "auto", "--shards", "4", "--weights", weights_file, *SAMPLES)
@@ -98,6 +104,23 @@ def test_shard_auto_reads_slurm_and_kubernetes(cli_run, weights_file, monkeypatc
     assert result.exit_code == 2
     assert "JOB_COMPLETION_INDEX is set (a Kubernetes Indexed Job): give the Job's completions with --shards N" \
         in result.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_a_slurm_task_resubmitted_alone_needs_the_shard_count(cli_run, weights_file, monkeypatch, tmp_path, command):
+    """sbatch --array=3 after task 3 of --array=0-7 failed: Slurm says 1 task; running everything would be wrong."""
+    set_slurm(monkeypatch, 3, 3, 3, 1)
+    target = SAMPLES if command == "predict" else [tmp_path]
+    result = cli_run(command, "--shard", "auto", "--weights", weights_file, *target)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert ("--shard auto: Slurm array task 3 runs alone (an array of 1 task: a resubmitted task?), so the number of "
+            "shards is not known; give the whole array's task count with --shards N") in " ".join(result.stderr.split())
+    if command == "predict":
+        # With --shards 8 the task runs its own shard, the 4th of 8 (one of the four samples).
+        result = cli_run("predict", "--json", "--shard", "auto", "--shards", "8", "--weights", weights_file, *SAMPLES)
+        assert result.exit_code == 0, result.stderr
+        assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == SAMPLES[1:2]
 
 
 def test_merged_shards_give_the_single_runs_report(cli_run, weights_file, seven, tmp_path):

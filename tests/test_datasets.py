@@ -122,3 +122,17 @@ def test_stdin_names_that_are_not_utf8_reach_their_files(tmp_path):
         file.write(save_image(tmp_path / "plain.png", size=(8, 8)).read_bytes())
     [item] = expand_inputs(["-"], io.BytesIO(raw + b"\n"))
     assert os.fsencode(item) == raw and os.path.isfile(item)
+
+
+def test_a_tilde_on_stdin_is_expanded_as_a_shell_expands_an_argument(tmp_path, monkeypatch):
+    import pwd
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    photo = save_image(tmp_path / "photos" / "a.jpg")
+    me = pwd.getpwuid(os.getuid())
+    stdin = io.BytesIO(f"~/photos/a.jpg\n~{me.pw_name}/b.jpg\n~no-such-user-here/c.jpg\nd~/e.jpg\n".encode())
+    items = expand_inputs(["-"], stdin)
+    assert items[0] == str(photo)
+    # ~user is that user's home; an unknown user, or a ~ inside a name, stays as written (as in a shell).
+    assert [item.path for item in items[1:]] == [os.path.join(me.pw_dir, "b.jpg"), "~no-such-user-here/c.jpg",
+                                                 "d~/e.jpg"]

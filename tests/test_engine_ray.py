@@ -182,3 +182,72 @@ def test_ray_is_imported_only_for_the_ray_engine(weights_file):
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+# --- without a cluster: the stages and the driver's pieces called directly --------------------
+
+class StandInNetwork:
+    """What load_model returns, without a network: records the backend and device it was asked for."""
+
+    def __init__(self, backend, device):
+        from resclassify.labels import imagenet_classes
+
+        self.backend, self.device, self.name, self.classes = backend, device, "resnet50", imagenet_classes()
+
+
+def test_actors_choose_the_runtime_for_their_own_device(weights_file, monkeypatch):
+    """The driver on a CPU node with the onnx extra gets ONNX Runtime; an actor on a GPU node must not (ONNX
+    Runtime runs on the CPU only): without --backend, each actor chooses for its own device."""
+    import resclassify.model
+    from resclassify import resolve_preprocessing
+    from resclassify.backends import onnxruntime as ort
+    from resclassify.engines.ray import Classify, actor_recipe
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(ort, "installed", lambda: True)
+    monkeypatch.setattr(ort, "nvidia_gpu_present", lambda: False)  # stand-in device check: a CPU node
+    monkeypatch.setattr(ort, "load_classifier", lambda *args, **kwargs: StandInNetwork("onnxruntime", "cpu"))
+    monkeypatch.setattr(resclassify.model, "load_classifier",
+                        lambda path, arch, device, *, backend, **kwargs: StandInNetwork(backend, device))
+
+    driver = resclassify.load_model(str(weights_file), device="cpu")
+    assert driver.backend == "onnxruntime"
+    preprocessing = resolve_preprocessing()
+    on_gpu = Classify(actor_recipe(driver.recipe, "gpu", None), preprocessing=preprocessing, batch_size=4)
+    assert (on_gpu.classifier.backend, on_gpu.classifier.device) == ("tensorflow", "gpu")
+    on_cpu = Classify(actor_recipe(driver.recipe, "cpu", None), preprocessing=preprocessing, batch_size=4)
+    assert on_cpu.classifier.backend == "onnxruntime"
+    # A backend the user named is every actor's.
+    named = resclassify.load_model(str(weights_file), device="cpu", backend="jax")
+    on_gpu = Classify(actor_recipe(named.recipe, "gpu", None), preprocessing=preprocessing, batch_size=4)
+    assert (on_gpu.classifier.backend, on_gpu.classifier.device) == ("jax", "gpu")
+
+
+def result_batch(paths, backend="tensorflow"):
+    rows = len(paths)
+    return {"path": np.array(paths, dtype=object), "error": np.array([""] * rows, dtype=object),
+            "probabilities": np.eye(rows, 1000, dtype=np.float32), "backend": np.array([backend] * rows, dtype=object)}
+
+
+def test_results_are_matched_to_their_inputs_by_path():
+    from resclassify.engines.ray import RayEngineError, matched_results
+    from resclassify.labels import imagenet_classes
+    from resclassify.pipeline import prediction_record
+
+    items = ["/data/a.jpg", "/data/b.jpg", "/data/c.jpg"]
+    rows = [{"path": path, "error": ""} for path in items]
+    scored = list(matched_results(items, rows, [result_batch(items[:2]), result_batch(items[2:])]))
+    assert [s.path for s in scored] == items
+    assert [int(s.probabilities.argmax()) for s in scored] == [0, 1, 0]
+    # The record names the backend the actor ran, not the driver's copy's.
+    record = prediction_record(scored[0], imagenet_classes(), 1, model_name="resnet50", backend="onnxruntime")
+    assert record["backend"] == "tensorflow"
+
+    shifted = matched_results(items, rows, [result_batch(items[1:])])
+    with pytest.raises(RayEngineError, match="the Ray run returned the result of /data/b.jpg where the one of "
+                                             "/data/a.jpg was due \\(input 1\\)"):
+        next(shifted)
+    with pytest.raises(RayEngineError, match="the Ray run returned 2 results for 3 inputs"):
+        list(matched_results(items, rows, [result_batch(items[:2])]))
+    with pytest.raises(RayEngineError, match="more results than its 3 inputs"):
+        list(matched_results(items, rows, [result_batch(items), result_batch(items[:1])]))

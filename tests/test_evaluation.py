@@ -45,7 +45,8 @@ def test_report_records_model_and_preprocessing(tmp_path, model, predicted_image
     preprocessing = resclassify.resolve_preprocessing("squash")
     report = resclassify.evaluate(folder, model, preprocessing=preprocessing)
     assert report["model"] == {"name": "resnet50", "arch": "resnet50", "weights": str(weights_file),
-                               "backend": "tensorflow", "device": "cpu", "precision": "float32", "classes": 1000}
+                               "backend": "tensorflow", "backends": ["tensorflow"], "device": "cpu",
+                               "precision": "float32", "classes": 1000}
     assert report["preprocessing"] == {"name": "squash", "size": 224, "interpolation": "nearest", "mode": "caffe",
                                        "exact_decode": False, "tta": "none",
                                        "description": "squash (resized to 224x224, no crop, nearest), "

@@ -51,8 +51,9 @@ def test_eval_figures_are_identical(cli_run, parity, jax_runs):
     assert here.exit_code == 0, here.stderr
     tensorflow, jax = json.loads(here.stdout), json.loads(on_jax(jax_runs, "eval")["stdout"])
     assert (tensorflow["model"]["backend"], jax["model"]["backend"]) == ("tensorflow", "jax")
+    assert (tensorflow["model"]["backends"], jax["model"]["backends"]) == (["tensorflow"], ["jax"])
     for report in (tensorflow, jax):
-        del report["throughput"], report["model"]["backend"]
+        del report["throughput"], report["model"]["backend"], report["model"]["backends"]
     assert jax == tensorflow
     assert jax["accuracy"]["top1"]["correct"] == 2 and jax["accuracy"]["top5"]["correct"] == 3
 
@@ -73,3 +74,20 @@ def test_bfloat16_runs_on_jax(parity, jax_runs):
         assert record["backend"] == "jax"
         probabilities = [p["probability"] for p in record["predictions"]]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+
+
+def test_threads_jax_cannot_bound_are_not_claimed(parity, jax_runs):
+    """XLA's CPU runtime takes no thread count but one: --threads 5 is not applied, so nothing says it was."""
+    from resclassify.decoding import available_cores
+
+    cores = available_cores()
+    run = on_jax(jax_runs, "threads")
+    assert ("resclassify: warning: --threads 5 does not apply to jax on the CPU (XLA's CPU runtime takes only "
+            "--threads 1): the network uses every core; bound the process with taskset to use fewer"
+            in run["stderr"].splitlines())
+    first = run["stdout"].splitlines()[0]
+    assert first.endswith(f"network on {cores} CPU thread{'' if cores == 1 else 's'}"), first
+    report = json.loads(on_jax(jax_runs, "threads-eval")["stdout"])
+    assert report["decoding"]["network_threads"] == cores
+    if cores != 5:
+        assert "network on 5 CPU threads" not in run["stdout"]

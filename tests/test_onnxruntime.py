@@ -382,6 +382,14 @@ def test_eval_figures_are_the_keras_figures(tmp_path, onnx_model, model, predict
     assert onnx_report["per_class"] == keras_report["per_class"]
     assert [r["predictions"][:5] and [p["index"] for p in r["predictions"]] for r in onnx_records] == [
         [p["index"] for p in r["predictions"]] for r in keras_records]
+    # One run whatever ran it: half the images' records from each runtime merge into the Keras run's report.
+    half = len(keras_records) // 2
+    files = [tmp_path / "onnxruntime.jsonl", tmp_path / "tensorflow.jsonl"]
+    for path, records in zip(files, [onnx_records[:half], keras_records[half:]]):
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    merged, _ = resclassify.report_from_prediction_files(files)
+    assert merged["accuracy"] == keras_report["accuracy"] and merged["per_class"] == keras_report["per_class"]
+    assert merged["model"]["backends"] == ["onnxruntime", "tensorflow"]
 
 
 def test_a_preprocess_mode_gets_an_export_of_its_own(onnx_home, weights_file, session_file):

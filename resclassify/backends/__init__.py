@@ -190,6 +190,16 @@ def choose(requested=None, *, device="auto", precision="float32"):
     return resolve(requested)
 
 
+def applied_threads(name, device, threads):
+    """The CPU threads a network on backend name and device really gets for --threads (None: the runtime's
+    default, every core). TensorFlow and ONNX Runtime take any count; JAX's CPU runtime only one thread."""
+    if not threads:
+        return None
+    if name == "jax":
+        return module("jax").applied_threads(threads, device)
+    return threads
+
+
 def running():
     """The backend Keras was imported with in this process, or None if Keras is not imported yet."""
     keras = sys.modules.get("keras")

@@ -63,6 +63,16 @@ def configure(device, threads=None, verbose=False):
     return "cpu" if _device.platform == "cpu" else "gpu"
 
 
+def applied_threads(threads, device):
+    """The CPU threads --threads gives a network on the CPU: 1 where the one-thread flag is in force, else None
+    (XLA's CPU runtime takes no other count: every core). On a GPU, threads as asked."""
+    if device != "cpu":
+        return threads
+    if threads == 1 and ONE_THREAD_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return 1
+    return None
+
+
 def _devices(jax, platform):
     try:
         return jax.devices(platform)

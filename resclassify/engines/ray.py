@@ -66,8 +66,10 @@ class Classify:
     weights, arch, model, classes, device, precision, ...). Input columns: "pixels", uint8
     arrays as images.load_image gives them (decode_batch makes them from "path"); optionally
     "error", where a non-empty value marks a row to pass over. Output: the same columns but
-    "pixels", plus "probabilities" (rows, classes) float32, zeros for rows passed over; with
-    top_k, also "top_k_indices", "top_k_labels" and "top_k_probabilities".
+    "pixels", plus "probabilities" (rows, classes) float32, zeros for rows passed over, and
+    "backend" (what ran the network: without a backend named, each actor chooses the runtime for
+    its own device, as load_model does); with top_k, also "top_k_indices", "top_k_labels" and
+    "top_k_probabilities".
 
         import ray
         from resclassify.engines.ray import Classify, decode_batch
@@ -102,6 +104,7 @@ class Classify:
             probabilities[rows] = probabilities_of(self.classifier, self.preprocessing, pixels[rows],
                                                    pad_to=self.batch_size)
         batch["probabilities"] = probabilities
+        batch["backend"] = np.array([self.classifier.backend] * len(pixels), dtype=object)
         if self.top_k:
             from ..metrics import top_k
 
@@ -298,32 +301,57 @@ class RayEngine:
         dataset = dataset.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing,
                                                                "max_pixels": max_pixels},
                                       batch_size=DECODE_BATCH, num_cpus=1)
-        actor_recipe = {**recipe, "device": device, "threads": self.threads}
         dataset = dataset.map_batches(
-            _bound_stage(actor_recipe, preprocessing, batch_size), compute=ray.data.ActorPoolStrategy(size=actors),
+            _bound_stage(actor_recipe(recipe, device, self.threads), preprocessing, batch_size),
+            compute=ray.data.ActorPoolStrategy(size=actors),
             batch_size=batch_size, num_gpus=gpus_per_actor,
             # A CPU actor's network uses every core whatever it reserves; reserving less than a
             # decoding task also keeps Ray from fusing decoding into the actors, where it would
             # wait on the network.
             num_cpus=0 if gpus_per_actor else CPU_ACTOR_CPUS)
-        position = 0
         try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                for row in range(len(batch["path"])):
-                    yield self._scored(items[position], batch, row)
-                    position += 1
+            yield from matched_results(items, rows, dataset.iter_batches(batch_size=None, batch_format="numpy"))
         except Exception as exc:
             if isinstance(exc, ResclassifyError) or not _is_ray_error(exc):
                 raise
             raise RayEngineError(f"the Ray run failed: {_first_line(exc)}") from exc
 
-    @staticmethod
-    def _scored(item, batch, row):
-        path = item.path if isinstance(item, InputError) else item
-        error = str(batch["error"][row])
-        if error:
-            return Scored(path, error=item if isinstance(item, InputError) else InputError(path, error))
-        return Scored(path, probabilities=np.asarray(batch["probabilities"][row], dtype=np.float32))
+
+def actor_recipe(recipe, device, threads):
+    """load_model's arguments for an actor on device: the driver's recipe, whose backend is the one the user
+    named or None, so that an actor on a GPU node chooses for its GPU (never the driver's CPU choice)."""
+    return {**recipe, "device": device, "threads": threads}
+
+
+def matched_results(items, rows, batches):
+    """A Scored per item, in input order, from the result batches of the rows sent (rows[n] for items[n]).
+
+    Ray is asked to keep the order; each result's path is still checked against the input due at
+    its position, so that a shift is an error rather than every later record given another
+    image's classes.
+    """
+    position = 0
+    for batch in batches:
+        for row in range(len(batch["path"])):
+            if position >= len(rows):
+                raise RayEngineError(f"the Ray run returned more results than its {len(rows)} inputs")
+            got, due = str(batch["path"][row]), rows[position]["path"]
+            if got != due:
+                raise RayEngineError(f"the Ray run returned the result of {got} where the one of {due} was due "
+                                     f"(input {position + 1}); no record was written for it")
+            yield _scored(items[position], batch, row)
+            position += 1
+    if position != len(rows):
+        raise RayEngineError(f"the Ray run returned {position} results for {len(rows)} inputs")
+
+
+def _scored(item, batch, row):
+    path = item.path if isinstance(item, InputError) else item
+    error = str(batch["error"][row])
+    if error:
+        return Scored(path, error=item if isinstance(item, InputError) else InputError(path, error))
+    backend = str(batch["backend"][row]) if "backend" in batch else None
+    return Scored(path, probabilities=np.asarray(batch["probabilities"][row], dtype=np.float32), backend=backend)
 
 
 @contextlib.contextmanager
