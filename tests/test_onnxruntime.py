@@ -543,6 +543,21 @@ def test_threads_bound_onnxruntime(session_file):
     assert session.get_providers() == ["CPUExecutionProvider"]
 
 
+def test_idle_runtime_threads_sleep_rather_than_spin(tmp_path):
+    # A spinning intra-op thread burns the core a decode thread needs while the two share the
+    # machine: a run's decoding then costs about twice its core time.
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["images"], ["probabilities"])], "identity",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.UINT8, [None, 2])],
+        [onnx.helper.make_tensor_value_info("probabilities", onnx.TensorProto.UINT8, [None, 2])])
+    path = tmp_path / "identity.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), path)
+    session = ort_backend.open_session(path, threads=2)
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session.get_session_options().intra_op_num_threads == 2
+
+
 def test_what_a_killed_export_left_is_removed_by_the_next_export(onnx_home, weights_file, session_file):
     target = the_onnx_file(onnx_home)
     target.unlink()
