@@ -22,6 +22,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,7 +78,9 @@ class Shell:
         client = bin_dir / "resclassify"
         client.write_text(f"#!{sys.executable}\n{CLIENT}")
         client.chmod(client.stat().st_mode | stat.S_IXUSR)
-        self.socket_path = str(folder / ".resclassify.sock")
+        # A short path of its own: a Unix socket's path is limited to about 100 bytes, and tmp_path may be longer.
+        self.socket_folder = tempfile.mkdtemp(prefix="readme-")
+        self.socket_path = os.path.join(self.socket_folder, "cli.sock")
         self.listener = socket.socket(socket.AF_UNIX)
         self.listener.bind(self.socket_path)
         self.listener.listen()
@@ -123,6 +126,7 @@ class Shell:
 
     def close(self):
         self.listener.close()
+        shutil.rmtree(self.socket_folder)
 
 
 @pytest.fixture
