@@ -573,9 +573,9 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     """
     from . import classify
     from .datasets import expand_inputs, input_path
+    from .pipeline import count_images
     from .record_formats import open_file_writer
     from .render.outputs import open_writer
-    from .pipeline import count_images
 
     output_format = chosen_format("predictions", format_name, as_json)  # a clash is a usage error, at once
     quiet = options["quiet"]
