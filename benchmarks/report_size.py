@@ -31,8 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from resclassify.evaluation import class_record, report_from_prediction_files  # noqa: E402
 from resclassify.labels import imagenet_classes  # noqa: E402
-from resclassify.output import write_html_report  # noqa: E402
-from resclassify.report_html import DEFAULT_REPORT_IMAGES, ReportCollector  # noqa: E402
+from resclassify.render.html import DEFAULT_REPORT_IMAGES, ReportCollector, write_html_report  # noqa: E402
 
 
 def log(message):

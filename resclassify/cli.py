@@ -16,8 +16,10 @@ from .config import (ALL_BACKEND_CHOICES, ARCH_CHOICES, DECODING_CHOICES, DEFAUL
                      PREPROCESS_CHOICES, TTA_CHOICES)
 from .errors import PreprocessingError, ResclassifyError
 from .images import DEFAULT_MAX_PIXELS
-from .output import (GuardedStream, degrade_for_terminal, display_path, exact_stream, file_extensions, file_format,
-                     formats, json_format, json_help)
+from .record_formats import file_extensions, file_format
+from .render.outputs import formats, json_format, json_help
+from .render.terminal import degrade_for_terminal, exact_stream
+from .streams import GuardedStream, display_path
 
 DEBUG_VARIABLE = "RESCLASSIFY_DEBUG"
 # The shell's status for a command ended by Ctrl-C (128 + SIGINT).
@@ -251,7 +253,7 @@ def open_model(*, arch, weights, model_path, classes_path, offline, preprocess, 
 
 def download_progress(quiet):
     """The bar the library's download progress is drawn as: on stderr, only on a terminal, never with --quiet."""
-    from .output import DownloadProgress
+    from .render.progress import DownloadProgress
 
     return DownloadProgress(sys.stderr, enabled=sys.stderr.isatty() and not quiet)
 
@@ -455,7 +457,7 @@ def describe_run(classifier, preprocessing, plan=None, threads=None, engine_name
 
 
 def format_options(kind):
-    """The output options every command shares, for one kind of output in output.py's table of formats:
+    """The output options every command shares, for one kind of output in render/outputs.py's table of formats:
     --format (the formats that kind comes in) and --json (machine-readable JSON on stdout)."""
 
     def decorate(command):
@@ -510,7 +512,7 @@ def probabilities_out_option(command):
 
 
 def probability_files(path):
-    from .output import paths_file
+    from .probabilities import paths_file
 
     return [] if path is None else [path, paths_file(path)]
 
@@ -518,7 +520,7 @@ def probability_files(path):
 @contextlib.contextmanager
 def opened_probabilities(path, rows, classes, force):
     """--probabilities-out's writer (None without the option), closed however the run ends."""
-    from .output import open_probabilities_writer
+    from .probabilities import open_probabilities_writer
 
     if path is None:
         yield None
@@ -571,8 +573,9 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     """
     from . import classify
     from .datasets import expand_inputs, input_path
-    from .output import open_file_writer, open_writer
     from .pipeline import count_images
+    from .record_formats import open_file_writer
+    from .render.outputs import open_writer
 
     output_format = chosen_format("predictions", format_name, as_json)  # a clash is a usage error, at once
     quiet = options["quiet"]
@@ -668,7 +671,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
 
 def report_images_option(command):
     """--report-images, which eval --report and the report command share."""
-    from .report_html import DEFAULT_REPORT_IMAGES
+    from .render.html import DEFAULT_REPORT_IMAGES
 
     return click.option("--report-images", type=click.IntRange(min=0), default=DEFAULT_REPORT_IMAGES,
                         show_default=True, metavar="N",
@@ -733,7 +736,7 @@ def check_can_write(path, force, replaced=False):
 def open_whole_run_output(path, force, resume):
     """A file that holds what the whole run found (--misclassified-out, --confusion-out): after --resume, made again
     from every record and put in place of the earlier run's at the end; else written as the run goes."""
-    from .output import ReplacingFile
+    from .render.atomic_files import ReplacingFile
 
     if not resume:
         return open_for_writing(path, force)
@@ -812,7 +815,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
     from .datasets import find_ground_truth
     from .evaluation import misclassified_record, reported_ks, run_evaluation
     from .labels import read_class_file
-    from .output import EvalProgress, open_file_writer
+    from .record_formats import open_file_writer
+    from .render.progress import EvalProgress
 
     check_preprocessing_options(**options)
     named = {"--predictions-out": predictions_out, "--misclassified-out": misclassified_out, "--report": report_path,
@@ -901,7 +905,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
                                          stack.enter_context(open_whole_run_output(confusion_out, force, resume)))
         collector = None
         if report_path:
-            from .report_html import ReportCollector
+            from .render.html import ReportCollector
 
             collector = ReportCollector(report_images)
         # Resumed: the earlier records first, so the misclassified file and the page cover the whole run.
@@ -953,7 +957,7 @@ def report_from_files(files, report_format, misclassified_out, report_path, repo
                       max_failures):
     """eval --from-predictions: the report of the files' records, no model; only output options apply."""
     from .evaluation import misclassified_record, report_from_prediction_files
-    from .output import open_file_writer
+    from .record_formats import open_file_writer
 
     ctx = click.get_current_context()
     allowed = {"sources", "from_predictions", "format_name", "as_json", "misclassified_out", "report_path",
@@ -971,7 +975,7 @@ def report_from_files(files, report_format, misclassified_out, report_path, repo
     report, records = report_from_prediction_files(files)
     collector = None
     if report_path:
-        from .report_html import ReportCollector
+        from .render.html import ReportCollector
 
         collector = ReportCollector(report_images)
         for record in records:
@@ -996,7 +1000,7 @@ def finish_evaluation(report, report_format, fail_under, quiet, run_count, repor
                       force=False, max_failures=None):
     """Print the report (and write the HTML page); exit 1 when top-1 is under --fail-under, else UNREADABLE_STATUS
     when more images failed than --max-failures allows."""
-    from .output import open_writer
+    from .render.outputs import open_writer
 
     writer = open_writer("report", report_format, GuardedStream(sys.stdout, "stdout"))
     writer.write(report)
@@ -1015,7 +1019,7 @@ def finish_evaluation(report, report_format, fail_under, quiet, run_count, repor
 
 def write_report_page(path, report, collector, force):
     """The HTML report, or one error line saying why it could not be written."""
-    from .output import write_html_report
+    from .render.html import write_html_report
 
     try:
         write_html_report(path, report, collector, force=force)
@@ -1046,7 +1050,7 @@ def report_command(files, output_path, report_images, force):
       resclassify report shard-*.jsonl -o report.html --report-images 500
     """
     from .evaluation import report_from_prediction_files
-    from .report_html import ReportCollector
+    from .render.html import ReportCollector
 
     if any(os.path.abspath(path) == os.path.abspath(output_path) for path in files):
         raise click.UsageError(f"{output_path} is one of the prediction files")
@@ -1100,7 +1104,7 @@ def info(devices, format_name, as_json):
       resclassify info --json | jq .backends.jax.version
     """
     from . import about
-    from .output import open_writer
+    from .render.outputs import open_writer
 
     writer = open_writer("info", chosen_format("info", format_name, as_json), sys.stdout)
     writer.write(about(devices=devices))
@@ -1132,7 +1136,7 @@ MODEL_ARGUMENT = click.Choice(ARCH_CHOICES + ("all",))
 @reports_errors
 def weights_list(format_name, as_json):
     """Each known model's weights: file, size, md5, whether it is cached, and its path."""
-    from .output import open_writer
+    from .render.outputs import open_writer
     from .weights import KNOWN_WEIGHTS, cache_dir, listing
 
     chosen = chosen_format("weights", format_name, as_json)

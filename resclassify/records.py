@@ -12,28 +12,13 @@ import stat
 from dataclasses import dataclass, field
 
 from .errors import RecordFileError
-
-# CSV cells that hold lists: numbers and WordNet ids are separated by spaces; labels by "|",
-# since a user's own class names may hold spaces.
-LIST_SEPARATOR = " "
-LABEL_SEPARATOR = "|"
-
-PREDICT_CSV_COLUMNS = ("path", "model", "backend", "rank", "index", "wnid", "label", "probability", "error", "run")
+from .record_formats import LABEL_SEPARATOR, LIST_SEPARATOR, PREDICT_CSV_COLUMNS, file_format
 
 # A weights file is known by its name and a fingerprint of its bytes: a hash of its size and of
 # FINGERPRINT_SAMPLES evenly spaced pieces. Retrained weights differ nearly everywhere, so the
 # pieces tell them apart, and reading 64 KiB costs nothing beside loading the file.
 FINGERPRINT_SAMPLES = 16
 FINGERPRINT_PIECE_BYTES = 4096
-
-
-def eval_csv_columns(ks, real_labels=False):
-    """The columns of eval's --predictions-out CSV, one row per image."""
-    columns = ["path", "true_index", "true_wnid", "true_label"] + (["real_labels"] if real_labels else [])
-    columns += [f"hit@{k}" for k in ks]
-    columns += ["predicted_indices", "predicted_wnids", "predicted_labels", "predicted_probabilities", "error",
-                "model", "backend", "run"]
-    return columns
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +172,6 @@ def read_record_file(path):
 
 
 def _file_format(path):
-    from .output import file_format  # the one table of formats and their extensions
-
     try:
         return file_format("eval-records", path)
     except ValueError as exc:

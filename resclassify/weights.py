@@ -475,7 +475,7 @@ def cached_files():
 
 
 def listing():
-    """For `weights list`: one row per known model, in KNOWN_WEIGHTS order (output.WEIGHTS_COLUMNS)."""
+    """For `weights list`: one row per known model, in KNOWN_WEIGHTS order (record_formats.WEIGHTS_COLUMNS)."""
     rows = []
     for known in KNOWN_WEIGHTS.values():
         state, size = cached_state(known)

@@ -10,7 +10,7 @@ import pytest
 import resclassify
 from eval_datasets import CLASSES, class_folders, expected_figures, planned_labels, table_file
 from resclassify.metrics import wilson_interval
-from resclassify.output import EvalProgress
+from resclassify.render.progress import EvalProgress
 
 
 @pytest.fixture
@@ -391,7 +391,7 @@ def test_hostile_folder_links_fifos_loops_and_merged_class_folders(cli_run, weig
     import os
 
     from conftest import save_image
-    from resclassify.output import print_eval_summary
+    from resclassify.render.summary import print_eval_summary
 
     data = tmp_path / "data"
     for n, folder in enumerate(["n02123045", "tabby", "281", "tiger_cat"]):

@@ -287,7 +287,7 @@ def test_traceback_only_with_debug(tmp_path, weights_file):
 
 
 def test_table_colours_only_on_a_terminal_and_never_with_no_color(monkeypatch):
-    from resclassify.output import TableWriter
+    from resclassify.render.tables import TableWriter
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -378,7 +378,7 @@ def test_json_with_another_format_is_a_usage_error(cli_run, tmp_path):
 
 
 def test_a_newline_in_a_name_does_not_split_the_tables_path_line():
-    from resclassify.output import TableWriter
+    from resclassify.render.tables import TableWriter
 
     stream = io.StringIO()
     record = {"path": "new\nline\\" + os.fsdecode(b"\xe9.jpg"), "predictions": [

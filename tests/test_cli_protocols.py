@@ -202,7 +202,7 @@ def test_existing_probabilities_are_kept_without_force(cli_run, weights_file, ph
 
 
 def test_probabilities_writer_maps_a_window_of_rows_at_a_time(tmp_path, monkeypatch):
-    from resclassify.output import ProbabilitiesWriter
+    from resclassify.probabilities import ProbabilitiesWriter
 
     # Windows of 3 rows of 4 classes: ten rows cross three window boundaries.
     monkeypatch.setattr(ProbabilitiesWriter, "WINDOW_BYTES", 3 * 4 * 4)

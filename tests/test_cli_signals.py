@@ -21,7 +21,7 @@ from resclassify.decoding import SEGMENT_PREFIX
 STUCK_RUN = """
 import os, sys, threading
 import resclassify.decoding as decoding
-import resclassify.output as output
+import resclassify.record_formats as record_formats
 import resclassify.pipeline as pipeline
 
 real_load_image = decoding.load_image
@@ -49,7 +49,7 @@ def close_json_array(writer):
 decoding.load_image = load_image  # decoding in threads of this process (--decoding threads)
 pipeline.probabilities_of = probabilities_of
 if "STUCK_CLOSE_MARKER" in os.environ:
-    output.JsonArrayWriter.close = close_json_array
+    record_formats.JsonArrayWriter.close = close_json_array
 from resclassify.cli import main
 sys.argv[0] = "resclassify"
 main()

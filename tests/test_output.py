@@ -1,5 +1,5 @@
-"""output.py: the one table of formats, its writers, what --json stands for, record files; names that
-are not text, lines that must stay whole, writes that fail."""
+"""record_formats.py, render/outputs.py, streams.py: the one table of formats, its writers, what --json stands
+for, record files; names that are not text, lines that must stay whole, writes that fail."""
 
 import base64
 import csv
@@ -11,8 +11,10 @@ import os
 import pytest
 
 from resclassify.errors import OutputError
-from resclassify.output import FORMATS, OUTPUTS, CsvWriter, DownloadProgress, GuardedStream, JsonLinesWriter, \
-    display_path, file_format, formats, json_format, json_record, open_writer, write_json_report
+from resclassify.record_formats import FORMATS, CsvWriter, JsonLinesWriter, file_format, write_json_report
+from resclassify.render.outputs import OUTPUTS, formats, json_format, open_writer
+from resclassify.render.progress import DownloadProgress
+from resclassify.streams import GuardedStream, display_path, json_record
 
 
 def test_every_writer_is_under_a_format_of_the_one_list():
@@ -150,8 +152,8 @@ def test_a_closed_pipe_stays_a_broken_pipe():
 
 
 def test_the_html_report_links_a_name_that_is_not_utf8_by_its_bytes_and_stays_utf8(tmp_path):
-    from resclassify.output import write_file_atomically
-    from resclassify.report_html import _href
+    from resclassify.render.atomic_files import write_file_atomically
+    from resclassify.render.html import _href
 
     path = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.jpg")
     assert _href(path, str(tmp_path)) == "caf%E9.jpg"  # what a browser opens as the file's own bytes

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from resclassify.errors import RecordFileError
-from resclassify.output import CsvWriter, JsonLinesWriter, PredictionsCsvWriter
+from resclassify.record_formats import CsvWriter, JsonLinesWriter, PredictionsCsvWriter
 from resclassify.records import (cut_to_whole_records, describe_differences, differences, file_fingerprint,
                                  read_record_file)
 

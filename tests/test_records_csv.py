@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from resclassify.errors import RecordFileError
-from resclassify.records import PREDICT_CSV_COLUMNS, read_record_file
+from resclassify.record_formats import PREDICT_CSV_COLUMNS
+from resclassify.records import read_record_file
 
 # The names a run must carry through its CSV files and back, each in a field of its own.
 ODD_NAMES = {"blue": "a\rcarriage.png", "green": "b\nnewline.png", "red": "c\r\nboth.png"}

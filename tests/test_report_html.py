@@ -18,8 +18,8 @@ from eval_datasets import CLASSES
 from html_page import parse_page
 from resclassify.errors import ImageError
 from resclassify.images import thumbnail_jpeg
-from resclassify.output import print_eval_summary, summary_fields, write_html_report
-from resclassify.report_html import EXAMPLES_PER_CONFUSION, ReportCollector, plan_thumbnails
+from resclassify.render.html import EXAMPLES_PER_CONFUSION, ReportCollector, plan_thumbnails, write_html_report
+from resclassify.render.summary import print_eval_summary, summary_fields
 
 SCRIPT_NAME = '<script>alert(1)<script> & "q".jpg'
 # What each sample photo shows, as an ImageNet class: tabby, espresso, missile, space_shuttle.
@@ -276,7 +276,7 @@ def test_existing_file_kept_without_force_and_no_half_page_left(tmp_path, evalua
 
     fresh = tmp_path / "fresh" / "report.html"
     fresh.parent.mkdir()
-    monkeypatch.setattr("resclassify.report_html._failed_section", interrupted)
+    monkeypatch.setattr("resclassify.render.html._failed_section", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_page(fresh, report, records)
     assert os.listdir(fresh.parent) == []

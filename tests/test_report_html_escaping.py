@@ -7,8 +7,7 @@ import pytest
 import resclassify
 from crafted_records import eval_record, write_jsonl
 from html_page import parse_page
-from resclassify.output import write_html_report
-from resclassify.report_html import SCRIPT, ReportCollector
+from resclassify.render.html import SCRIPT, ReportCollector, write_html_report
 
 HOSTILE_LABELS = ['<script>alert("label")</script>', "</script><img src=x onerror=alert(1)>",
                   "it's \"quoted\" & <b>bold</b>"]

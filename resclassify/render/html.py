@@ -1,7 +1,7 @@
 """The eval report as one self-contained HTML page: what it shows is picked while records stream, then drawn once.
 
-Part of the output layer (output.write_html_report writes it): inline CSS and script, thumbnails as
-JPEG data URIs, a Content-Security-Policy that lets the page load nothing from anywhere.
+Inline CSS and script, thumbnails as JPEG data URIs, a Content-Security-Policy that lets the page
+load nothing from anywhere; written whole by write_html_report.
 """
 
 import base64
@@ -13,8 +13,10 @@ import os
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
-from .errors import InputError
-from .images import thumbnail_jpeg
+from ..errors import InputError
+from ..images import thumbnail_jpeg
+from .atomic_files import write_file_atomically
+from .summary import summary_parts
 
 DEFAULT_REPORT_IMAGES = 200
 THUMBNAIL_SIDE = 160
@@ -339,7 +341,7 @@ def _failed_section(report):
 
 
 def render_page(report, summary, collector, examples, grid, thumbnails, report_folder, version):
-    """The whole page as a string. summary: output.py's summary pieces, the terminal's own wording."""
+    """The whole page as a string. summary: summary.summary_parts, the terminal's own wording."""
     heading = summary[0]
     sections = [
         _summary_section(report, summary),
@@ -378,6 +380,24 @@ def render_page(report, summary, collector, examples, grid, thumbnails, report_f
 </body>
 </html>
 """
+
+
+
+def write_html_report(path, report, collector, force=False):
+    """Write the self-contained HTML report to path: thumbnails made now, the page written whole.
+
+    collector is the ReportCollector that saw the run's records. The page goes to a
+    temporary file beside path and is renamed into place, so an interrupted run leaves no half page;
+    without force an existing file (even one that appeared meanwhile) is kept: FileExistsError.
+    """
+    from .. import __version__
+
+    examples, grid = plan_thumbnails(report, collector)
+    paths = [p for chosen in examples.values() for p in chosen] + [entry["path"] for entry in grid]
+    thumbnails = make_thumbnails(paths)
+    folder = os.path.dirname(os.path.abspath(path))
+    page = render_page(report, summary_parts(report), collector, examples, grid, thumbnails, folder, __version__)
+    write_file_atomically(path, page, force)
 
 
 STYLE = """
