@@ -1,6 +1,6 @@
 """Prediction record files: what identifies the run behind a record, reading JSON Lines or CSV record
-files back (for --resume and eval --from-predictions), a half-written last record dropped, and opening
-one to write, locked against a second run."""
+files back (for --resume and eval --from-predictions), a half-written last record dropped, opening
+one to write, locked against a second run, and continuing an interrupted run's file (Resumption)."""
 
 import collections
 import csv
