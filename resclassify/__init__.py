@@ -143,7 +143,7 @@ def about(devices=False):
 
 
 def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None, decoding="auto",
-             max_pixels=DEFAULT_MAX_PIXELS, engine=None, on_probabilities=None):
+             max_pixels=DEFAULT_MAX_PIXELS, engine=None, on_probabilities=None, resume=None):
     """Yield one record per input, in order: {"path", "model", "predictions": [...], "run": {...}} or {"path", "error"}.
 
     preprocessing defaults to the model's own (its input size and normalization). run says what
@@ -160,9 +160,15 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     cores); or a decoder from resclassify.decoding.open_decoder, kept open across calls. Worker
     processes import the calling script again (Python's spawn rule): keep its main code under
     `if __name__ == "__main__":`.
+
+    resume continues the record file of an earlier, interrupted run over the same paths (predict
+    --output --resume): its path, or the records.Resumption that records.resume_records made of
+    it. Its records are checked to be for these paths and from this model and run (else
+    RecordFileError), a half-written last record is cut off the file, and only the inputs it
+    holds no record of are classified: the records yielded are the ones to append to it.
     """
     from .pipeline import prediction_record
-    from .records import run_identity
+    from .records import identity_of_run, resumption_for, run_identity
 
     if engine is None:
         from .engines import local_engine
@@ -171,7 +177,14 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     if preprocessing is None:
         preprocessing = model.preprocessing()
     run = run_identity(model, preprocessing, top_k)
-    scored_images = engine.score(list(paths), model, preprocessing, batch_size=batch_size, workers=workers,
+    paths = list(paths)
+    if resume is not None:
+        from .datasets import input_path
+
+        resumption = resumption_for(resume, [input_path(item) for item in paths],
+                                    identity_of_run(model, preprocessing, top_k))
+        paths = resumption.remaining(paths, key=input_path)
+    scored_images = engine.score(paths, model, preprocessing, batch_size=batch_size, workers=workers,
                                  decoding=decoding, max_pixels=max_pixels)
     # closing: a consumer that stops early (or a Ctrl-C) stops the decode workers at once.
     with contextlib.closing(scored_images):
@@ -184,7 +197,7 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
 
 def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=None, shard=None, batch_size=32,
              preprocessing=None, workers=None, decoding="auto", max_pixels=DEFAULT_MAX_PIXELS, on_record=None,
-             engine=None, on_probabilities=None, on_confusion_matrix=None):
+             engine=None, on_probabilities=None, on_confusion_matrix=None, resume=None):
     """Top-1/top-5 (and top-k) accuracy of model over a folder of labelled images, as a dict.
 
     The ground truth is class folders under folder, or the labels file `labels` (CSV/TSV,
@@ -195,6 +208,12 @@ def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=Non
     confusion matrix at the end ((true, predicted, images) rows). workers and decoding are
     classify's. Raises DatasetError when the ground truth cannot be worked out. preprocessing
     defaults to the model's own (its input size and normalization), as in classify.
+
+    resume continues the --predictions-out file of an earlier, interrupted run of this
+    evaluation (eval --resume): its path, or a records.Resumption of it. Its records are checked
+    to come from this model and run and to be among these images with the same true class (else
+    RecordFileError), counted in the report and not run again; a half-written last record is cut
+    off the file, and on_record sees only the new records, the ones to append to it.
     """
     from .datasets import parse_shard
     from .evaluation import run_evaluation
@@ -205,7 +224,8 @@ def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=Non
     return run_evaluation(ground_truth, model, top_k=top_k, limit=limit, shard=shard, batch_size=batch_size,
                           preprocessing=preprocessing, workers=workers, decoding=decoding,
                           max_pixels=max_pixels, on_record=on_record, engine=engine,
-                          on_probabilities=on_probabilities, on_confusion_matrix=on_confusion_matrix)
+                          on_probabilities=on_probabilities, on_confusion_matrix=on_confusion_matrix,
+                          resume=resume)
 
 
 def report_from_prediction_files(paths):

@@ -14,7 +14,7 @@ from .metrics import AccuracyTally, averaged_scores, class_scores, hit_at_k, top
     wilson_interval, worst_by_f1
 from .pipeline import prediction_record
 from .records import check_earlier_records as records_check, describe_differences, differences, identity_of, \
-    identity_of_run, read_record_file, run_identity
+    identity_of_run, read_record_file, resumption_for, run_identity
 
 CONFIDENCE_INTERVAL = "Wilson score interval, 95%"
 WORST_CLASSES = 10
@@ -53,16 +53,18 @@ class RecordTally:
 
 def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batch_size=32, preprocessing=None,
                    workers=None, decoding="auto", network_threads=None, max_pixels=DEFAULT_MAX_PIXELS,
-                   on_record=None, previous=(), engine=None, on_probabilities=None, on_confusion_matrix=None):
+                   on_record=None, resume=None, engine=None, on_probabilities=None, on_confusion_matrix=None):
     """Evaluate model on a GroundTruth (datasets.find_ground_truth) and return the report as a dict.
 
     preprocessing defaults to the model's own (model.preprocessing(): its input size and
     normalization). limit keeps the first images in sorted path order; shard (datasets.Shard)
     then keeps its part. on_record, if given, is called with each image's record as soon as it
     is scored, in sorted path order: {"path", "model", "true", "predictions", "hit@1", "hit@5",
-    ..., "run"} or {"path", "true", "error"}. previous holds the records an earlier, interrupted
-    run of the same evaluation wrote (--resume; a list, or the records.RecordFile read back):
-    they are counted, not run again, after checking that they come from this model and run.
+    ..., "run"} or {"path", "true", "error"}. resume continues the --predictions-out file of an
+    earlier, interrupted run of the same evaluation (its path, or the records.Resumption that
+    resume_evaluation made of it): its records are counted, not run again, after checking that
+    they come from this model and run and these images (else RecordFileError); a half-written
+    last record is cut off the file, so that the records on_record sees can be appended to it.
     engine runs the network (resclassify.engines; default this machine). workers and decoding
     are pipeline.score's; network_threads, if given, is reported beside them.
     on_probabilities(path, probabilities) sees the full probability vector of each image this
@@ -74,17 +76,16 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
         preprocessing = model.preprocessing()
     classes = model.classes
     ks = reported_ks(top_k)
-    images = ground_truth.images if limit is None else ground_truth.images[:limit]
-    if shard is not None:
-        images = shard.take(images, key=lambda image: image.path)
+    images = images_to_run(ground_truth, limit, shard)
     run = run_identity(model, preprocessing, top_k)
     tally = RecordTally(ks)
-    source = getattr(previous, "path", "the earlier records")
-    previous = getattr(previous, "records", previous)
-    done = check_earlier_records(previous, images, identity_of_run(model, preprocessing, top_k), source)
-    for record in previous:
+    earlier = []
+    if resume is not None:
+        resumption = resume_evaluation(resume, images, identity_of_run(model, preprocessing, top_k))
+        earlier = resumption.records
+    for record in earlier:
         tally.add(record)
-    todo = [image for image in images if image.path not in done]
+    todo = resumption.remaining(images, key=lambda image: image.path) if earlier else images
     if engine is None:
         from .engines import local_engine
 
@@ -124,8 +125,25 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
                               for source, names in ground_truth.labels_without_image.items()},
         throughput=_throughput(len(todo), seconds),
         shard=None if shard is None else str(shard),
-        resumed=len(previous),
+        resumed=len(earlier),
     )
+
+
+def images_to_run(ground_truth, limit=None, shard=None):
+    """The images an evaluation runs: the labelled ones in sorted path order, cut by limit, then shard's part."""
+    images = ground_truth.images if limit is None else ground_truth.images[:limit]
+    if shard is not None:
+        images = shard.take(images, key=lambda image: image.path)
+    return images
+
+
+def resume_evaluation(resume, images, identity):
+    """An earlier run's --predictions-out file (its path, or a records.Resumption), read back and checked to be
+    continued by the evaluation of images with identity (records.identity_of_run), its half-written tail cut off."""
+    def check(records, paths, identity, source):
+        return check_earlier_records(records, images, identity, source)
+
+    return resumption_for(resume, [image.path for image in images], identity, check)
 
 
 def _decoding_section(engine, decoding, workers, images, device, network_threads):
@@ -161,7 +179,7 @@ def evaluation_record(image, scored, classes, ks, top_k, model, run):
 
 
 def check_earlier_records(previous, images, identity, source="the file"):
-    """The paths an earlier run's records cover, after checking they belong to this evaluation.
+    """How many records each image already has (a Counter of paths), after checking they belong to this evaluation.
 
     Each must be one of this run's images, with the same true class, from the same model and
     run; else RecordFileError, as resuming would mix two runs.
@@ -174,7 +192,7 @@ def check_earlier_records(previous, images, identity, source="the file"):
         if path in truth and record["true"]["index"] != truth[path]:
             raise RecordFileError(f"{source}: {path}: true class {record['true']['index']} there, "
                                   f"{truth[path]} in this run's ground truth")
-    return set(records_check(previous, list(truth), identity, source))
+    return records_check(previous, list(truth), identity, source)
 
 
 def class_record(classes, index):

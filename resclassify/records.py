@@ -1,6 +1,6 @@
 """Prediction record files: what identifies the run behind a record, reading JSON Lines or CSV record
-files back (for --resume and eval --from-predictions), a half-written last record dropped, and opening
-one to write, locked against a second run."""
+files back (for --resume and eval --from-predictions), a half-written last record dropped, opening
+one to write, locked against a second run, and continuing an interrupted run's file (Resumption)."""
 
 import collections
 import csv
@@ -431,3 +431,75 @@ def cut_to_whole_records(record_file):
     if os.path.exists(record_file.path) and os.path.getsize(record_file.path) != record_file.whole_bytes:
         with open(record_file.path, "r+b") as stream:
             stream.truncate(record_file.whole_bytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Continuing an interrupted run's record file (--resume; classify's and evaluate's resume=).
+
+@dataclass
+class Resumption:
+    """An earlier, interrupted run's record file, checked to belong to this run and cut to its whole records:
+    what continuing it needs. The run appends its new records to the file."""
+
+    file: RecordFile
+    identity: dict  # the run it was checked against (identity_of_run)
+    paths: tuple  # the inputs it was checked against
+    done: collections.Counter  # how many records each input already has
+
+    @property
+    def path(self):
+        return self.file.path
+
+    @property
+    def records(self):
+        return self.file.records
+
+    @property
+    def header(self):
+        """The CSV header the file already has; None where the writer appending to it writes one first."""
+        return self.file.header
+
+    @property
+    def failed(self):
+        """How many of its records are inputs that could not be read: they count toward the run's failures."""
+        return sum(1 for record in self.file.records if "error" in record)
+
+    def remaining(self, items, key=lambda item: item):
+        """The items (in order) the file holds no record of: an input listed twice needs two records."""
+        left = collections.Counter(self.done)
+        todo = []
+        for item in items:
+            path = key(item)
+            if left[path]:
+                left[path] -= 1
+            else:
+                todo.append(item)
+        return todo
+
+    def covers(self, paths, identity):
+        """Whether it was checked for exactly this run: its inputs and identity."""
+        return self.identity == identity and self.paths == tuple(paths)
+
+
+def resume_records(path, paths, identity, check=check_earlier_records):
+    """The record file at path, read back to be continued by a run over paths (its identity: identity_of_run).
+
+    Its records are checked (check, records.check_earlier_records or evaluation's stricter one)
+    before a half-written last record is cut off the file, so a file that is refused stays whole:
+    RecordFileError naming the file and what differs. A file that does not exist is an empty one.
+    """
+    existing = read_record_file(path)
+    paths = tuple(paths)
+    done = collections.Counter(check(existing.records, paths, identity, existing.path))
+    cut_to_whole_records(existing)
+    return Resumption(existing, identity, paths, done)
+
+
+def resumption_for(resume, paths, identity, check=check_earlier_records):
+    """resume= as classify and evaluate take it (a record file's path, or a Resumption made of it) for this run:
+    a Resumption checked for it is used as it is, a path (or one checked for another run) is checked now."""
+    if isinstance(resume, Resumption):
+        if resume.covers(paths, identity):
+            return resume
+        resume = resume.path
+    return resume_records(os.fspath(resume), paths, identity, check)

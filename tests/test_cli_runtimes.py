@@ -150,7 +150,7 @@ def test_a_real_onnxruntime_shard_merges_with_a_tensorflow_one(cli_run, own_mode
 
 def test_the_run_line_of_a_ray_run_names_the_actors_not_this_process_runtime(model):
     """This process's copy (on the CPU, maybe ONNX Runtime) is not what Ray's actors run."""
-    from resclassify.cli import describe_run
+    from resclassify.cli.predict import describe_run
 
     preprocessing = model.preprocessing()
     assert " · tensorflow on cpu · " in describe_run(model, preprocessing)

@@ -1,5 +1,5 @@
-"""STYLE.md's boundaries, checked on the source: only the command line and render/'s drawing modules print, draw
-or touch the terminal."""
+"""STYLE.md's boundaries, checked on the source: only the cli package and render/'s drawing modules print,
+draw or touch the terminal."""
 
 import ast
 from pathlib import Path
@@ -8,8 +8,14 @@ import resclassify
 
 PACKAGE = Path(resclassify.__file__).resolve().parent
 # The command line and the parts of render/ that draw (rich tables, progress bars): the only modules
-# that may draw, print or ask for a terminal. Paths relative to the package.
-SHELL = {"cli.py", "__main__.py", "render/tables.py", "render/summary.py", "render/progress.py"}
+# that may draw, print or ask for a terminal. Paths relative to the package; the cli package is all shell.
+SHELL = {"__main__.py", "render/tables.py", "render/summary.py", "render/progress.py"}
+CLI_PACKAGE = PACKAGE / "cli"
+
+
+def is_shell(path):
+    """The cli package's modules, and SHELL's modules."""
+    return path.parent == CLI_PACKAGE or path.relative_to(PACKAGE).as_posix() in SHELL
 
 
 def terminal_uses(path):
@@ -37,7 +43,8 @@ def _is_standard_stream_write(func):
 
 
 def test_the_library_never_prints_or_draws():
-    modules = sorted(p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).as_posix() not in SHELL)
+    assert (CLI_PACKAGE / "__init__.py").is_file()
+    modules = sorted(p for p in PACKAGE.rglob("*.py") if not is_shell(p))
     assert len(modules) >= 10
     drawing = {str(p.relative_to(PACKAGE)): terminal_uses(p) for p in modules}
     assert {name: uses for name, uses in drawing.items() if uses} == {}
@@ -52,3 +59,25 @@ def test_the_check_sees_drawing(tmp_path):
                       "    sys.stderr.flush()\n")
     assert sorted(terminal_uses(module)) == [".isatty()", "from rich.progress import", "print()",
                                              "sys.stdout.write()"]
+
+
+def test_the_command_line_is_a_package_of_its_own_that_the_library_never_imports():
+    commands = sorted(p.name for p in CLI_PACKAGE.glob("*.py"))
+    assert {"__init__.py", "options.py", "predict.py", "evaluate.py", "report.py", "weights.py", "info.py"} <= \
+        set(commands)
+    assert not any(p.is_dir() for p in CLI_PACKAGE.iterdir() if p.name != "__pycache__")
+    library = sorted(p for p in PACKAGE.rglob("*.py") if not is_shell(p))
+    importing = {}
+    for path in library:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        depth = len(path.relative_to(PACKAGE).parts)  # a module in a subpackage reaches the top with ".."
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                top = node.module or ""
+                names = [a.name for a in node.names]
+                if (node.level == depth and (top.split(".")[0] == "cli" or (not top and "cli" in names))) or \
+                        (node.level == 0 and top.split(".")[:2] == ["resclassify", "cli"]):
+                    importing.setdefault(str(path.relative_to(PACKAGE)), []).append(node.lineno)
+            elif isinstance(node, ast.Import) and any(a.name.startswith("resclassify.cli") for a in node.names):
+                importing.setdefault(str(path.relative_to(PACKAGE)), []).append(node.lineno)
+    assert importing == {}
