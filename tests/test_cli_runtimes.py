@@ -45,7 +45,7 @@ def eval_args(weights_file, *args):
 
 def test_shards_from_three_runtimes_merge_into_the_single_runs_report(cli_run, weights_file, seven, tmp_path):
     single = cli_run(*eval_args(weights_file, seven, "--json"))
-    assert single.exit_code == 1  # the broken image
+    assert single.exit_code == 3  # the broken image
     single_report = json.loads(single.stdout)
     files = []
     for k, backend in enumerate(["onnxruntime", "tensorflow", "jax"], start=1):
@@ -55,7 +55,7 @@ def test_shards_from_three_runtimes_merge_into_the_single_runs_report(cli_run, w
         files.append(path)
 
     merged = cli_run("eval", "--from-predictions", "--json", *files)
-    assert merged.exit_code == 1, merged.stderr  # the broken image, as in the single run; no refusal
+    assert merged.exit_code == 3, merged.stderr  # the broken image, as in the single run; no refusal
     assert "different runs" not in merged.stderr
     report = json.loads(merged.stdout)
     for key in ("accuracy", "per_class", "worst_classes", "confusions", "failed", "preprocessing"):
@@ -117,7 +117,7 @@ def test_eval_resume_on_another_runtime_reports_both(cli_run, weights_file, seve
         lines = out.read_text().splitlines(keepends=True)
         out.write_text("".join(lines[:1] + [line.replace(",tensorflow,", ",onnxruntime,") for line in lines[1:4]]))
     result = cli_run(*eval_args(weights_file, seven, "--json", "--predictions-out", out, "--resume"))
-    assert result.exit_code == 1, result.stderr  # the broken image
+    assert result.exit_code == 3, result.stderr  # the broken image
     report = json.loads(result.stdout)
     assert report["resumed"] == 3
     assert report["accuracy"] == whole["accuracy"]
