@@ -1,14 +1,10 @@
 """Where weight files come from: Keras's cache, a download checked by hash, or a local path."""
 
-import contextlib
-import glob
 import hashlib
 import http.client
 import os
 import socket
 import ssl
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,11 +13,7 @@ from pathlib import Path
 
 from .archs import ARCHS
 from .errors import WeightsError
-
-try:
-    import fcntl
-except ImportError:  # Windows: stale downloads are told by their age alone
-    fcntl = None
+from .files import AtomicFile, remove_stale_temporaries
 
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 MIRROR_VARIABLE = "RESCLASSIFY_WEIGHTS_MIRROR"
@@ -167,7 +159,7 @@ def _url_file(spec, *, offline, progress, notice):
 
 def _cached_or_download(url, target, algorithm, expected, *, offline, progress, notice, alternative=None):
     """The cached target if its hash is right; else one download, checked. Errors name the way out."""
-    remove_stale_partials(target)
+    remove_stale_temporaries(target)
     damaged = None
     if target.is_file():
         if expected is None:
@@ -228,128 +220,10 @@ def _opener(url):
     return urllib.request.build_opener()
 
 
-# A download writes to .<name>.<random>.part beside its target and renames it when checked. A
-# process killed with kill -9 (or a machine that lost power) leaves its .part file behind, and
-# nothing else would ever remove it. The writer holds an exclusive flock on its .part file for
-# as long as it writes (the kernel releases it when the process dies, however it dies), so a
-# .part file that can be locked has no writer. It must also be older than STALE_PART_AGE_S: that
-# covers the instants between creating the file and locking it, and between closing it and the
-# rename, and, where flock does not work (no fcntl, some network file systems), it is the test
-# on its own: a live download writes what arrives at least every DOWNLOAD_TIMEOUT_S (see _copy),
-# or gives up.
-STALE_PART_AGE_S = 10 * 60
-
-
-def _partial_names(target):
-    return f".{glob.escape(target.name)}.*.part"
-
-
-def _lock(stream):
-    """Take the writer's lock on an open .part file: True if taken, False if another holds it, None if unknown."""
-    if fcntl is None:
-        return None
-    try:
-        fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    except OSError:  # no locks on this file system
-        return None
-    return True
-
-
-def remove_stale_partials(target, now=None, *, unlocked_is_stale=False):
-    """Remove what killed downloads of target left in the cache: .part files no process writes to.
-
-    unlocked_is_stale: the caller holds the lock under which target's .part files are made (an
-    ONNX export's, see held_lock), so no live writer can be between making its file and locking
-    it: one that nobody holds is stale at any age. Best effort: a file that cannot be checked or
-    removed (a read-only cache) is left alone.
-    """
-    try:
-        candidates = list(Path(target).parent.glob(_partial_names(Path(target))))
-    except OSError:
-        return
-    remove_unowned_partials(candidates, now, unlocked_is_stale=unlocked_is_stale)
-
-
-def remove_unowned_partials(candidates, now=None, *, unlocked_is_stale=False):
-    """Remove the .part files among candidates that no live process holds (see remove_stale_partials)."""
-    now = time.time() if now is None else now
-    for path in candidates:
-        try:
-            young = now - path.stat().st_mtime < STALE_PART_AGE_S
-            if young and not unlocked_is_stale:
-                continue
-            with open(path, "rb") as stream:
-                held = _lock(stream)
-                if held is False or (held is None and young):
-                    continue  # a live writer, however slow (or no locks here to tell)
-                # Still the file that was looked at (not one made since under the same name).
-                if os.fstat(stream.fileno()).st_ino == path.stat().st_ino:
-                    path.unlink()
-        except OSError:
-            continue
-
-
-@contextlib.contextmanager
-def held_lock(lock_path, on_wait=None):
-    """Hold an exclusive lock on lock_path (made if need be) for the with block; one process at a time.
-
-    The kernel drops a flock when its process dies, however it dies, so a lock left by a dead
-    process is simply taken. on_wait(), if given, is called once when another process holds it
-    and this one waits. The holder removes the file before letting go (so the cache is not
-    littered with them); a waiter that then gets the removed file's lock tries again on the
-    path. OSError if the file cannot be made (a read-only folder). Without flock (Windows, some
-    network file systems) nothing is locked.
-    """
-    lock_path = Path(lock_path)
-    fd = _open_locked(lock_path, on_wait)
-    try:
-        yield
-    finally:
-        if fd is not None:
-            try:
-                os.unlink(lock_path)
-            except OSError:
-                pass
-            os.close(fd)
-
-
-def _open_locked(lock_path, on_wait):
-    waited = False
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            if fcntl is None:
-                return fd
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait is not None and not waited:
-                    on_wait()
-                waited = True
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:  # no locks on this file system
-                return fd
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(lock_path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)  # the holder we waited for removed it: lock the path afresh
-
-
 def _create_partial(target):
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".part",
-                                              delete=False)
-        _lock(partial)  # held until the file is closed, or the process ends: see remove_stale_partials
-        return partial
+        return AtomicFile(target, text=False)
     except OSError as exc:
         raise CacheNotWritable(
             f"cannot write to the weights cache {target.parent}: {exc.strerror or exc}; "
@@ -362,42 +236,33 @@ def download(url, target, *, algorithm=None, expected=None, progress=None, timeo
 
     Whatever goes wrong (an HTTP error, a dropped connection, a wrong hash, Ctrl-C), the
     temporary file is removed and target is left as it was; if the process is killed outright,
-    the next use of the cache removes it (remove_stale_partials). progress: see resolve_weights.
+    the next use of the cache removes it (files.remove_stale_temporaries). progress: see resolve_weights.
     """
     target = Path(target)
     opener = _opener(url)
     partial = _create_partial(target)
     digest = hashlib.new(algorithm) if algorithm else None
     try:
-        with partial:
-            try:
-                request = urllib.request.Request(url, headers={"User-Agent": "resclassify"})
-                with opener.open(request, timeout=timeout) as response:
-                    total = int(response.headers.get("Content-Length") or 0) or None
-                    received = _copy(response, partial, digest, total, progress, target.name)
-            except urllib.error.HTTPError as exc:
-                raise WeightsError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-                raise WeightsError(f"cannot download {url}: {_network_reason(exc, timeout)}") from None
-            if total is not None and received != total:
-                raise WeightsError(f"cannot download {url}: connection closed after {received:,} of {total:,} bytes")
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "resclassify"})
+            with opener.open(request, timeout=timeout) as response:
+                total = int(response.headers.get("Content-Length") or 0) or None
+                received = _copy(response, partial.stream, digest, total, progress, target.name)
+        except urllib.error.HTTPError as exc:
+            raise WeightsError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise WeightsError(f"cannot download {url}: {_network_reason(exc, timeout)}") from None
+        if total is not None and received != total:
+            raise WeightsError(f"cannot download {url}: connection closed after {received:,} of {total:,} bytes")
         if digest is not None and digest.hexdigest() != expected:
             raise WeightsError(
                 f"downloaded {url} but its {algorithm} is {digest.hexdigest()}, expected {expected}"
             )
-        # NamedTemporaryFile makes the file private (0600); give it the mode any other file gets.
-        os.chmod(partial.name, 0o666 & ~_umask())
-        os.replace(partial.name, target)
-    finally:
-        if os.path.exists(partial.name):
-            os.unlink(partial.name)
+    except BaseException:
+        partial.discard()
+        raise
+    partial.commit()
     return target
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _network_reason(exc, timeout):

@@ -216,6 +216,41 @@ def six_eval_folder(tmp_path_factory, predicted_images):
     return folder
 
 
+@pytest.fixture(scope="session")
+def exported_home(tmp_path_factory, weights_file):
+    """A KERAS_HOME whose ONNX cache holds the test ResNet50, exported once for the whole session."""
+    from resclassify.backends import onnxruntime as ort_backend
+
+    home = tmp_path_factory.mktemp("onnx-keras-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(home))
+        messages = []
+        classifier = ort_backend.load_classifier(str(weights_file), "resnet50", notice=messages.append)
+    assert len(messages) == 1 and messages[0].startswith("exporting resnet50 to ONNX once (")
+    return home, classifier
+
+
+@pytest.fixture(scope="session")
+def combination_set(tmp_path_factory, six_eval_folder):
+    """The six labelled images and one that cannot be read, for test_combinations.py; and a folder for its JAX shard."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("combinations")
+    folder = root / "data"
+    shutil.copytree(six_eval_folder, folder)
+    first_class = sorted(p for p in folder.iterdir() if p.is_dir())[0]
+    (first_class / "broken.jpg").write_bytes(b"not an image")
+    return folder, root
+
+
+def combination_jax_cases(combination_set, weights_file):
+    """What test_combinations.py runs on JAX, in the one JAX process: the last of three shards, to a record file."""
+    folder, root = combination_set
+    return {"combination-shard-3": [str(a) for a in (
+        "eval", folder, "--weights", weights_file, "--device", "cpu", "--json", "--shard", "3/3",
+        "--max-failures", "1", "--predictions-out", root / "shard-3.jsonl")]}
+
+
 # The same command lines run here (TensorFlow) and in a JAX process: jax_runs holds JAX's answers.
 ARCHS_TESTED = ("resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2")
 
@@ -252,7 +287,7 @@ def parity(weights_file, arch_weights, predicted_images, own_models, colour_phot
 
 
 @pytest.fixture(scope="session")
-def jax_runs(tmp_path_factory, parity, weights_file, predicted_images):
+def jax_runs(tmp_path_factory, parity, weights_file, predicted_images, combination_set):
     """The parity cases and the raw probabilities of the test images, from one process on JAX (CPU).
 
     One process for all of them: JAX starts and builds each network once (about a minute on
@@ -264,7 +299,8 @@ def jax_runs(tmp_path_factory, parity, weights_file, predicted_images):
 
     folder = tmp_path_factory.mktemp("jax")
     images = [str(p) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))] + [str(p) for p, _ in predicted_images]
-    spec = {"cases": parity, "probabilities": {"weights": str(weights_file), "paths": images, "batch_size": 32}}
+    spec = {"cases": {**parity, **combination_jax_cases(combination_set, weights_file)},
+            "probabilities": {"weights": str(weights_file), "paths": images, "batch_size": 32}}
     (folder / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "KERAS_BACKEND": "jax", "KERAS_HOME": str(folder / "keras-home"),
            "RESCLASSIFY_WEIGHTS_MIRROR": CLOSED_LOCAL_URL,

@@ -405,7 +405,7 @@ def test_a_run_killed_outright_takes_its_export_child_along_and_the_next_run_cle
 
 
 def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(colours):
-    from resclassify.weights import STALE_PART_AGE_S, _lock
+    from resclassify.files import STALE_AGE_S as STALE_PART_AGE_S, lock_writer as _lock
 
     folder = onnx_folder()
     folder.mkdir(parents=True)

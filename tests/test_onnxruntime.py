@@ -24,18 +24,6 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 pytestmark = pytest.mark.onnx
 
 
-@pytest.fixture(scope="session")
-def exported_home(tmp_path_factory, weights_file):
-    """A KERAS_HOME whose ONNX cache holds the test ResNet50, exported once for the whole session."""
-    home = tmp_path_factory.mktemp("onnx-keras-home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KERAS_HOME", str(home))
-        messages = []
-        classifier = ort_backend.load_classifier(str(weights_file), "resnet50", notice=messages.append)
-    assert len(messages) == 1 and messages[0].startswith("exporting resnet50 to ONNX once (")
-    return home, classifier
-
-
 @pytest.fixture
 def onnx_home(exported_home, monkeypatch, tmp_path):
     """A private copy of the session's KERAS_HOME with the exported file, which a test may change."""

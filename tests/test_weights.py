@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from resclassify import weights
+from resclassify import files, weights
 from resclassify.config import ARCH_CHOICES
 from resclassify.errors import WeightsError
 from resclassify.weights import KNOWN_WEIGHTS, KnownWeights, cache_dir, resolve_weights
@@ -325,10 +325,10 @@ def part_file(name, age_s, body=b"half"):
 def test_stale_part_files_are_removed_when_the_cache_is_next_used_for_that_file(official_body, tmp_path):
     import fcntl
 
-    stale = part_file(OFFICIAL_NAME, age_s=weights.STALE_PART_AGE_S + 60)
+    stale = part_file(OFFICIAL_NAME, age_s=files.STALE_AGE_S + 60)
     recent = part_file(OFFICIAL_NAME, age_s=5)  # maybe a download that has only just begun
-    other = part_file("resnet101_weights_tf_dim_ordering_tf_kernels.h5", age_s=weights.STALE_PART_AGE_S + 60)
-    locked = part_file(OFFICIAL_NAME, age_s=weights.STALE_PART_AGE_S + 60)
+    other = part_file("resnet101_weights_tf_dim_ordering_tf_kernels.h5", age_s=files.STALE_AGE_S + 60)
+    locked = part_file(OFFICIAL_NAME, age_s=files.STALE_AGE_S + 60)
     (cache_dir() / OFFICIAL_NAME).write_bytes(official_body)
     # A writer holds a lock on its .part file for as long as it lives (flock is per open file, so
     # this one holds even against a check from this same process), however long it stalls.
@@ -357,13 +357,13 @@ def test_a_download_killed_with_kill_9_is_cleaned_up_by_the_next_use(weights_ser
             time.sleep(0.05)
         [part] = cache_dir().glob(".*.part")
         # However old its file looks, a download whose process lives is left alone...
-        later = time.time() + weights.STALE_PART_AGE_S + 60
-        weights.remove_stale_partials(cache_dir() / OFFICIAL_NAME, now=later)
+        later = time.time() + files.STALE_AGE_S + 60
+        files.remove_stale_temporaries(cache_dir() / OFFICIAL_NAME, now=later)
         assert part.exists()
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
     # ...and once it is killed outright, nothing of it is left after the next use of the file.
     assert part.exists()
-    weights.remove_stale_partials(cache_dir() / OFFICIAL_NAME, now=later)
+    files.remove_stale_temporaries(cache_dir() / OFFICIAL_NAME, now=later)
     assert not part.exists()

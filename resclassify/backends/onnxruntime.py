@@ -185,7 +185,7 @@ def file_sha256(path, memo=True):
 
 def _remember_hash(hashes_path, name, entry):
     """Add one entry to the hash memo: read, changed and written under its lock, so concurrent runs keep each other's."""
-    from ..weights import held_lock
+    from ..files import held_lock
 
     try:
         hashes_path.parent.mkdir(parents=True, exist_ok=True)
@@ -234,9 +234,9 @@ def _write_json(path, data):
 
 def _lock_partial(stream):
     """The writer's lock on its .part file, held until closed: one nobody holds is a dead writer's (weights._lock)."""
-    from ..weights import _lock
+    from ..files import lock_writer
 
-    _lock(stream)
+    lock_writer(stream)
 
 
 def _umask():
@@ -295,7 +295,8 @@ def export_to_cache(key, weights_path, *, notice=None, verbose=False, threads=No
     exporter(job, output_path) makes the ONNX file and returns what it learnt (input size,
     classes, normalization); by default a child process runs onnx_export.
     """
-    from ..weights import _lock, file_hash, remove_stale_partials
+    from ..files import lock_writer as _lock, remove_stale_temporaries as remove_stale_partials
+    from ..weights import file_hash
 
     exporter = exporter or run_export_process
     folder = cache_folder()
@@ -359,7 +360,7 @@ def _open_or_export(key, resolve, *, threads, notice, verbose, exporter, retry_f
     ExportFailedBefore when an earlier export of key failed with these versions, without trying
     again; a failure is remembered, and a success forgets it.
     """
-    from ..weights import held_lock
+    from ..files import held_lock
 
     opened = _open_cached(key, threads, notice)
     if opened is not None:
@@ -436,7 +437,7 @@ def _forget_failure(key):
 
 def remove_dead_temporaries():
     """Remove the cache's hidden .part files whose writer is dead: none holds its lock, and it is over weights.STALE_PART_AGE_S old."""
-    from ..weights import remove_unowned_partials
+    from ..files import remove_unowned_temporaries as remove_unowned_partials
 
     try:
         candidates = list(cache_folder().glob(".*.part"))
