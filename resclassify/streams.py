@@ -1,11 +1,12 @@
-"""Text that leaves, made safe: streams whose write errors name their file; file names shown on one
-line (escaped) or made valid UTF-8 (for JSON and CSV)."""
+"""Text that leaves, made safe: streams whose write errors name their file (and one that replaces its file
+whole); file names shown on one line (escaped) or made valid UTF-8 (for JSON and CSV)."""
 
 import base64
 import os
 import re
 
 from .errors import OutputError
+from .files import AtomicFile
 
 
 class GuardedStream:
@@ -129,3 +130,57 @@ def json_record(record):
 def escape_path(path):
     """A path on one line: a backslash is written \\\\ and a newline \\n, so every line is one path."""
     return str(path).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class ReplacingFile:
+    """A file written whole or not at all: a text stream (a GuardedStream naming path) to a files.AtomicFile,
+    put in place of path on close(); discard() instead keeps what path held.
+
+    For the outputs eval --resume makes again from every record (--misclassified-out, --confusion-out):
+    the earlier file stays in place until the new one is complete.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.file = AtomicFile(path)
+        self.stream = GuardedStream(self.file.stream, self.path)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def write(self, text):
+        return self.stream.write(text)
+
+    def close(self):
+        if self.file is None:
+            return
+        written, self.file = self.file, None
+        try:
+            self.stream.close()
+            written.commit()
+        except OSError as exc:
+            raise OutputError(f"{display_path(self.path)}: cannot write: {exc.strerror or exc}") from None
+        finally:
+            written.discard()
+
+    def discard(self):
+        if self.file is None:
+            return
+        written, self.file = self.file, None
+        self.stream.failed = True  # what it still holds is not wanted
+        try:
+            self.stream.close()
+        except OutputError:
+            pass
+        written.discard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        # A run stopped (Ctrl-C) or failed elsewhere still leaves whole records: put them in place. A
+        # write that failed here leaves the earlier file instead.
+        if self.stream.failed:
+            self.discard()
+        else:
+            self.close()

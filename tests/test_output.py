@@ -152,11 +152,10 @@ def test_a_closed_pipe_stays_a_broken_pipe():
 
 
 def test_the_html_report_links_a_name_that_is_not_utf8_by_its_bytes_and_stays_utf8(tmp_path):
-    from resclassify.render.atomic_files import write_file_atomically
-    from resclassify.render.html import _href
+    from resclassify.render.html import _href, write_page
 
     path = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.jpg")
     assert _href(path, str(tmp_path)) == "caf%E9.jpg"  # what a browser opens as the file's own bytes
     page = tmp_path / "report.html"
-    write_file_atomically(page, f"<p>{path}</p>")
+    write_page(page, f"<p>{path}</p>")
     assert page.read_bytes().decode("utf-8").endswith("/caf\ufffd.jpg</p>")

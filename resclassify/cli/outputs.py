@@ -6,8 +6,7 @@ import contextlib
 import os
 
 from ..probabilities import open_probabilities_writer, paths_file
-from ..render.atomic_files import ReplacingFile
-from ..streams import GuardedStream
+from ..streams import GuardedStream, ReplacingFile
 from .exits import CommandError
 
 

@@ -14,8 +14,9 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import InputError
+from ..files import write_atomically
 from ..images import thumbnail_jpeg
-from .atomic_files import write_file_atomically
+from ..streams import text_safe
 from .summary import summary_parts
 
 DEFAULT_REPORT_IMAGES = 200
@@ -397,7 +398,13 @@ def write_html_report(path, report, collector, force=False):
     thumbnails = make_thumbnails(paths)
     folder = os.path.dirname(os.path.abspath(path))
     page = render_page(report, summary_parts(report), collector, examples, grid, thumbnails, folder, __version__)
-    write_file_atomically(path, page, force)
+    write_page(path, page, force)
+
+
+def write_page(path, page, force=False):
+    """The page to path whole (files.write_atomically); without force an existing file stays: FileExistsError. A
+    file name that is not UTF-8 shows as U+FFFD, so the page is valid UTF-8."""
+    write_atomically(path, text_safe(page), replace=force)
 
 
 STYLE = """
