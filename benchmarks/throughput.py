@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 
 import resclassify  # noqa: E402
 from resclassify.config import resolve_preprocessing  # noqa: E402
-from resclassify.datasets import find_images  # noqa: E402
+from resclassify.sources.local import find_images  # noqa: E402
 from resclassify.decoding import available_cores, open_decoder, plan_decoding  # noqa: E402
 from resclassify.images import load_image  # noqa: E402
 

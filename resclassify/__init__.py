@@ -5,7 +5,7 @@ import contextlib
 from .config import Preprocessing, resolve_preprocessing
 from .errors import (BackendError, ChoiceError, DatasetError, DecodingError, DeviceError, ExportError, ImageError,
                      InputError, ModelError, PreprocessingError, RecordFileError, ResclassifyError, WeightsError)
-from .datasets import find_ground_truth
+from .sources.ground_truth import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 
 __version__ = "0.1.0"
@@ -153,7 +153,7 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     probability vector (float32, one per class; None for an input that failed) just before its
     record.
 
-    paths may hold image files and InputError objects (see datasets.expand_inputs). engine runs
+    paths may hold image files and InputError objects (see sources.local.expand_inputs). engine runs
     the network: this machine by default, or resclassify.engines.ray.RayEngine for a Ray cluster.
 
     decoding: "auto", "threads" or "processes", with `workers` decoding at once (default: the
@@ -179,7 +179,7 @@ def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, worker
     run = run_identity(model, preprocessing, top_k)
     paths = list(paths)
     if resume is not None:
-        from .datasets import input_path
+        from .sources.local import input_path
 
         resumption = resumption_for(resume, [input_path(item) for item in paths],
                                     identity_of_run(model, preprocessing, top_k))
@@ -202,7 +202,7 @@ def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=Non
 
     The ground truth is class folders under folder, or the labels file `labels` (CSV/TSV,
     Kaggle's LOC_val_solution.csv or the ILSVRC2012 devkit's ground truth); `real_labels` is a
-    ReaL real.json. shard ("K/N" or datasets.Shard) evaluates that part of the sorted images.
+    ReaL real.json. shard ("K/N" or sources.shards.Shard) evaluates that part of the sorted images.
     on_record(record) sees each image's result as it is scored, on_probabilities(path,
     probabilities) its full probability vector, and on_confusion_matrix(rows) the top-1
     confusion matrix at the end ((true, predicted, images) rows). workers and decoding are
@@ -215,7 +215,7 @@ def evaluate(folder, model, *, labels=None, real_labels=None, top_k=5, limit=Non
     RecordFileError), counted in the report and not run again; a half-written last record is cut
     off the file, and on_record sees only the new records, the ones to append to it.
     """
-    from .datasets import parse_shard
+    from .sources.shards import parse_shard
     from .evaluation import run_evaluation
 
     if isinstance(shard, str):

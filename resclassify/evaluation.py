@@ -6,7 +6,7 @@ import time
 
 from .archs import ARCH_CHOICES
 from .config import Preprocessing
-from .datasets import FIRST_FEW
+from .sources.ground_truth import FIRST_FEW
 from .decoding import plan_for
 from .errors import RecordFileError
 from .images import DEFAULT_MAX_PIXELS
@@ -54,10 +54,10 @@ class RecordTally:
 def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batch_size=32, preprocessing=None,
                    workers=None, decoding="auto", network_threads=None, max_pixels=DEFAULT_MAX_PIXELS,
                    on_record=None, resume=None, engine=None, on_probabilities=None, on_confusion_matrix=None):
-    """Evaluate model on a GroundTruth (datasets.find_ground_truth) and return the report as a dict.
+    """Evaluate model on a GroundTruth (sources.ground_truth.find_ground_truth) and return the report as a dict.
 
     preprocessing defaults to the model's own (model.preprocessing(): its input size and
-    normalization). limit keeps the first images in sorted path order; shard (datasets.Shard)
+    normalization). limit keeps the first images in sorted path order; shard (sources.shards.Shard)
     then keeps its part. on_record, if given, is called with each image's record as soon as it
     is scored, in sorted path order: {"path", "model", "true", "predictions", "hit@1", "hit@5",
     ..., "run"} or {"path", "true", "error"}. resume continues the --predictions-out file of an

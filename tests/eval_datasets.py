@@ -4,7 +4,7 @@ import collections
 import re
 import shutil
 
-from resclassify.datasets import DEVKIT_IMAGE_NAME
+from resclassify.sources.ground_truth import DEVKIT_IMAGE_NAME
 from resclassify.labels import ilsvrc2012_id_to_wnid, imagenet_classes
 
 CLASSES = imagenet_classes()

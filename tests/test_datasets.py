@@ -2,7 +2,7 @@ import io
 import os
 
 from conftest import save_image
-from resclassify.datasets import expand_inputs, find_images, walk_images
+from resclassify.sources.local import expand_inputs, find_images, walk_images
 from resclassify.errors import InputError
 
 

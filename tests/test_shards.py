@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from resclassify.datasets import Shard, ShardError, parse_shard, shard_from_environment
+from resclassify.sources.shards import Shard, ShardError, parse_shard, shard_from_environment
 
 
 @pytest.mark.parametrize("count", [0, 1, 2, 5, 9, 24, 101])

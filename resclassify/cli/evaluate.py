@@ -77,7 +77,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
       resclassify eval --from-predictions shard-*.jsonl
       resclassify eval val/ --tta ten-crop --interpolation bilinear --json
     """
-    from ..datasets import find_ground_truth
+    from ..sources.ground_truth import find_ground_truth
     from ..evaluation import reported_ks, run_evaluation
     from ..labels import read_class_file
 
@@ -244,7 +244,7 @@ def write_confusion_rows(writer, rows):
 
 def warn_about_unmatched(truth):
     """Images without a label and labels without an image, on stderr: counted, first few named."""
-    from ..datasets import FIRST_FEW
+    from ..sources.ground_truth import FIRST_FEW
 
     by_reason = {}
     for skipped in truth.skipped:

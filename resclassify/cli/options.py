@@ -125,7 +125,7 @@ def scale_options(command):
 
 def chosen_shard(shard_text, shards):
     """The Shard --shard/--shards name, or None; a usage error (exit 2) when they name none."""
-    from ..datasets import ShardError, parse_shard
+    from ..sources.shards import ShardError, parse_shard
 
     if shard_text is None:
         if shards is not None:

@@ -54,7 +54,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
       resclassify predict --tta ten-crop --probabilities-out probs.npy photos/
     """
     from .. import classify
-    from ..datasets import expand_inputs, input_path
+    from ..sources.local import expand_inputs, input_path
     from ..pipeline import count_images
 
     output_format = chosen_format("predictions", format_name, as_json)  # a clash is a usage error, at once

@@ -1,169 +1,18 @@
-"""Finding inputs and ground truth: files, folders, stdin paths, class folders, labels files; never the model."""
+"""Ground truth for eval: which ImageNet class each image belongs to, from class folders, a labels file
+(CSV/TSV, Kaggle, the ILSVRC devkit) and ReaL labels; never the model."""
 
 import csv
 import difflib
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DatasetError, InputError
-from .images import IMAGE_EXTENSIONS, file_error_reason
+from ..errors import DatasetError
+from ..images import file_error_reason
+from .local import Skipped, _entry_kind, is_image_file, walk_images
 
-
-def is_image_file(name):
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def find_images(folder):
-    """Image files under folder, recursively, hidden entries skipped, in sorted order (see walk_images)."""
-    return walk_images(folder).paths
-
-
-@dataclass
-class FolderWalk:
-    """What walk_images found: image paths in sorted order, and the entries it did not follow (Skipped)."""
-
-    paths: list
-    skipped: list
-
-
-LINK_LOOP = "symbolic link loop, not followed"
-LINK_TO_SEARCHED_FOLDER = "symbolic link to a folder already searched, not followed"
-
-
-def walk_images(folder):
-    """Image files under folder, recursively, hidden entries skipped, each real folder searched once.
-
-    Real subfolders are searched first, so every image keeps its own path; then each symbolic link
-    to a folder is followed, unless it leads to a folder already searched or to one that contains
-    it (a loop): those are skipped and listed, as are broken links and folders that cannot be read.
-    A file whose name looks like an image is listed whatever it is (a broken link, a FIFO):
-    load_image says what is wrong with it, so it gets an error record rather than vanishing.
-    """
-    folder = str(folder)
-    root_real = os.path.realpath(folder)
-    seen = {_folder_key(folder)}
-    paths, links, skipped = [], [], []
-
-    def search(top):
-        stack = [top]
-        while stack:
-            current = stack.pop()
-            try:
-                with os.scandir(current) as scan:
-                    entries = sorted(scan, key=lambda entry: entry.name)
-            except OSError as exc:
-                skipped.append(Skipped(current, f"folder not searched: {file_error_reason(exc, current)}"))
-                continue
-            subfolders = []
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                kind = _entry_kind(entry)
-                if kind == "folder":
-                    subfolders.append(entry.path)
-                elif kind == "folder link":
-                    links.append(entry.path)
-                elif is_image_file(entry.name):
-                    paths.append(entry.path)
-                elif kind is not None:  # a broken link that might have been a folder
-                    skipped.append(Skipped(entry.path, f"{kind}, not followed"))
-            for path in reversed(subfolders):
-                key = _folder_key(path)
-                if key is not None and key not in seen:
-                    seen.add(key)
-                    stack.append(path)
-
-    search(folder)
-    while links:
-        link = links.pop(0)
-        key = _folder_key(link)
-        if key is None:
-            continue  # gone since it was listed
-        target = os.path.realpath(link)
-        if _contains(target, root_real) or _contains(target, os.path.realpath(os.path.dirname(link))):
-            skipped.append(Skipped(link, LINK_LOOP))
-        elif key in seen:
-            skipped.append(Skipped(link, LINK_TO_SEARCHED_FOLDER))
-        else:
-            seen.add(key)
-            search(link)
-    # Sorted as a whole, so that "a/b.jpg" and "a/b/c.jpg" come in the order a user sees in
-    # `ls -R | sort`, and images found through links fall in place.
-    paths.sort()
-    skipped.sort(key=lambda entry: entry.path)
-    return FolderWalk(paths, skipped)
-
-
-def _entry_kind(entry):
-    """'folder', 'folder link', None for anything else that exists, or a broken link's reason."""
-    try:
-        if entry.is_dir():
-            return "folder link" if entry.is_symlink() else "folder"
-        if entry.is_symlink() and not os.path.exists(entry.path):
-            return "broken symbolic link"
-        return None
-    except OSError as exc:  # a symbolic link loop
-        return file_error_reason(exc, entry.path)
-
-
-def _folder_key(path):
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
-
-
-def _contains(outer, inner):
-    """Whether real path outer is inner or one of its parents."""
-    return os.path.commonpath([outer, inner]) == outer
-
-
-def expand_inputs(inputs, stdin=None, on_skip=None):
-    """The command's INPUT arguments as a list of image paths, with an InputError in place of each bad one.
-
-    A folder becomes its images (walk_images; on_skip(Skipped) hears of each entry not followed);
-    "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are);
-    a line starting with ~ or ~user is expanded as a shell expands such an argument.
-    """
-    items = []
-    for argument in inputs:
-        if argument == "-":
-            lines = [os.fsdecode(line).rstrip("\r\n") for line in (stdin if stdin is not None else [])]
-            paths = [os.path.expanduser(line) for line in lines if line.strip()]
-            if not paths:
-                items.append([InputError("-", "no paths on stdin")])
-            items.extend(_expand_path(path, on_skip) for path in paths)
-        else:
-            items.append(_expand_path(argument, on_skip))
-    return [item for group in items for item in group]
-
-
-def input_path(item):
-    """The path of an item of expand_inputs' list, an image path or an InputError."""
-    return item.path if isinstance(item, InputError) else item
-
-
-def _expand_path(path, on_skip):
-    try:
-        is_folder = stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError as exc:
-        return [InputError(path, file_error_reason(exc, path))]
-    if not is_folder:
-        return [path]  # load_image refuses anything but a regular file, without opening it
-    walk = walk_images(path)
-    for skipped in walk.skipped:
-        if on_skip is not None:
-            on_skip(skipped)
-    return walk.paths or [InputError(path, "no image files found in this folder")]
-
-
-# ---------------------------------------------------------------------------------------------
-# Ground truth for `eval`: which ImageNet class each image in a folder belongs to.
 
 # How many names a report lists before it says "and N more".
 FIRST_FEW = 5
@@ -189,14 +38,6 @@ class LabelledImage:
     @property
     def accepted(self):
         return frozenset(self.real_labels) if self.real_labels is not None else frozenset((self.true_index,))
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An image found in the folder that is not evaluated, and why."""
-
-    path: str
-    reason: str
 
 
 @dataclass
@@ -271,7 +112,7 @@ def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=N
     indices); with it, the labels file is read by its content (CSV/TSV with a header, Kaggle's
     LOC_val_solution.csv, or the ILSVRC2012 devkit's validation ground truth).
     """
-    from .labels import imagenet_classes
+    from ..labels import imagenet_classes
 
     classes = classes or imagenet_classes()
     folder = str(folder)
@@ -432,7 +273,7 @@ def _kaggle_entries(labels_file, lines, classes):
 
 
 def _devkit_entries(labels_file, numbered, classes):
-    from .labels import ilsvrc2012_id_to_wnid
+    from ..labels import ilsvrc2012_id_to_wnid
 
     id_to_wnid = ilsvrc2012_id_to_wnid()
     entries = []
@@ -529,119 +370,3 @@ def _apply_real_labels(truth, real_labels_file, classes):
     unused = [entry_name(n) for n in range(len(real)) if n not in used]
     if unused:
         truth.labels_without_image[real_labels_file] = unused
-
-
-# ---------------------------------------------------------------------------------------------
-# Shards: an array job's task K of N takes its contiguous part of the sorted input list, so the N
-# tasks cover every input exactly once whichever machine runs each, and their files merge in order.
-
-SLURM_VARIABLES = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX", "SLURM_ARRAY_TASK_COUNT")
-KUBERNETES_VARIABLE = "JOB_COMPLETION_INDEX"
-
-
-class ShardError(ValueError):
-    """A --shard value, or an array job's environment, that names no shard; the message says why."""
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard `index` (1-based) of `count`."""
-
-    index: int
-    count: int
-
-    def __post_init__(self):
-        if not 1 <= self.index <= self.count:
-            raise ShardError(f"shard {self.index}/{self.count}: K must be between 1 and N")
-
-    def __str__(self):
-        return f"{self.index}/{self.count}"
-
-    def bounds(self, total):
-        """[start, stop) of this shard in a list of total items: sizes differ by at most one."""
-        return (self.index - 1) * total // self.count, self.index * total // self.count
-
-    def take(self, items, key=None):
-        """This shard's part of items, after sorting them (by key, default the items themselves)."""
-        ordered = sorted(items, key=key)
-        start, stop = self.bounds(len(ordered))
-        return ordered[start:stop]
-
-
-def parse_shard(text, environ=None, shards=None):
-    """--shard K/N, or auto: from a Slurm array or a Kubernetes Indexed Job (with shards = --shards N)."""
-    text = text.strip()
-    if text == "auto":
-        return shard_from_environment(os.environ if environ is None else environ, shards)
-    if shards is not None:
-        raise ShardError("--shards goes with --shard auto (a Kubernetes Indexed Job's completions)")
-    match = re.fullmatch(r"(\d+)/(\d+)", text)
-    if not match:
-        raise ShardError(f"{text!r} is not K/N (for example 2/8) or auto")
-    return Shard(int(match.group(1)), int(match.group(2)))
-
-
-def shard_from_environment(environ, shards=None):
-    """The shard an array job's task is: Slurm's array variables first, then Kubernetes's completion index."""
-    if "SLURM_ARRAY_TASK_ID" in environ:
-        return _slurm_shard(environ, shards)
-    if KUBERNETES_VARIABLE in environ:
-        index = _environment_integer(environ, KUBERNETES_VARIABLE)
-        if shards is None:
-            raise ShardError(f"{KUBERNETES_VARIABLE} is set (a Kubernetes Indexed Job): give the Job's completions "
-                             "with --shards N")
-        if not 0 <= index < shards:
-            raise ShardError(f"{KUBERNETES_VARIABLE}={index} is outside 0..{shards - 1} (--shards {shards})")
-        return Shard(index + 1, shards)
-    raise ShardError("--shard auto: no array job here (neither Slurm's SLURM_ARRAY_TASK_ID nor a Kubernetes Indexed "
-                     f"Job's {KUBERNETES_VARIABLE} is set); pass --shard K/N")
-
-
-def _slurm_shard(environ, shards):
-    """The shard of a Slurm array task.
-
-    Slurm describes the submission a task belongs to, not the split of the inputs: a failed task
-    resubmitted alone (sbatch --array=3) is an array of one (ID 3, MIN 3, MAX 3, COUNT 1), and a
-    resubmitted range (--array=3-5) starts at 3. So Slurm's count is trusted only for a whole
-    array: more than one task, numbered from 0 or 1, evenly spaced from MIN to MAX. Otherwise
-    --shards N must give the count, and the task ID is the shard's index counted from 0, as in
-    an array submitted as --array=0-<N-1> (the task keeps its shard when resubmitted alone).
-    """
-    task = _environment_integer(environ, "SLURM_ARRAY_TASK_ID")
-    step = _environment_integer(environ, "SLURM_ARRAY_TASK_STEP") if environ.get("SLURM_ARRAY_TASK_STEP") else 1
-    present = [name for name in SLURM_VARIABLES[1:] if environ.get(name)]
-    first, last, count = ((_environment_integer(environ, name) for name in SLURM_VARIABLES[1:])
-                          if len(present) == 3 else (None, None, None))
-    whole = (count is not None and count > 1 and first in (0, 1) and step >= 1 and last == first + (count - 1) * step
-             and first <= task <= last and (task - first) % step == 0)
-    if shards is None:
-        if whole:
-            return Shard((task - first) // step + 1, count)
-        if count is None:
-            missing = [name for name in SLURM_VARIABLES[1:] if name not in present]
-            why = f"Slurm does not say how many tasks the array has ({', '.join(missing)} not set)"
-        elif count == 1:
-            why = (f"Slurm array task {task} runs alone (an array of 1 task: a resubmitted task?), so the number "
-                   "of shards is not known")
-        else:
-            why = (f"Slurm array task {task} is in an array of {count} tasks from {first} to {last}"
-                   f"{'' if step == 1 else f' in steps of {step}'}, not a whole array numbered from 0 or 1 "
-                   "(a resubmitted part?), so the number of shards is not known")
-        raise ShardError(f"--shard auto: {why}; give the whole array's task count with --shards N (the task's "
-                         "SLURM_ARRAY_TASK_ID is then its shard counted from 0), or pass --shard K/N")
-    if whole and count == shards:
-        return Shard((task - first) // step + 1, count)
-    if not 0 <= task < shards:
-        raise ShardError(f"--shard auto: SLURM_ARRAY_TASK_ID={task} is outside 0..{shards - 1} (--shards {shards}): "
-                         f"outside a whole array, the task ID is the shard counted from 0 (--array=0-{shards - 1})")
-    return Shard(task + 1, shards)
-
-
-def _environment_integer(environ, name):
-    value = environ.get(name)
-    if value is None:
-        raise ShardError(f"--shard auto: {name} is not set")
-    try:
-        return int(value)
-    except ValueError:
-        raise ShardError(f"--shard auto: {name}={value!r} is not a whole number") from None
