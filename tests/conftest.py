@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +43,38 @@ def pytest_runtest_setup(item):
         pytest.skip(f"{NO_BROWSER} ({REQUIRE_VARIABLE}=1 makes this a failure, as in CI)")
 
 
+# Fixtures that build a Keras network (ResNet50 with seeded weights, the colour classifier): the first
+# test to ask pays for the build (5-30 s on 2 cores) and every run through the network costs seconds.
+NETWORK_FIXTURES = ("weights_file", "own_models")
+# What needs another framework or a browser is slow by nature: a framework's import alone takes seconds.
+SLOW_BY_NATURE = ("browser", "ray", "jax", "onnx")
+
+
 def pytest_collection_modifyitems(items):
-    # A test that reads the JAX child's answers waits for that child (about a minute on 2 cores).
+    """Mark what `-m "not slow"` leaves out: the fast core is every test that builds no network, starts
+    no other framework and takes well under a second (tests marked slow by hand measured over one)."""
     for item in items:
-        if "jax_runs" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        # A test that reads the JAX child's answers waits for that child (about a minute on 2 cores).
+        if "jax_runs" in fixtures:
             item.add_marker(pytest.mark.jax)
+        if any(name in fixtures for name in NETWORK_FIXTURES) or any(
+                item.get_closest_marker(name) is not None for name in SLOW_BY_NATURE):
             item.add_marker(pytest.mark.slow)
+
+
+FRAMEWORKS = ("tensorflow", "keras", "jax", "ray")
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_import_no_framework(request):
+    """A test left in the fast core that imports a framework into this process (10-20 s on 2 cores) fails."""
+    before = {name for name in FRAMEWORKS if name in sys.modules}
+    yield
+    imported = [name for name in FRAMEWORKS if name in sys.modules and name not in before]
+    if imported and request.node.get_closest_marker("slow") is None:
+        pytest.fail(f"imported {', '.join(imported)} into the test process: mark the test slow "
+                    "(`-m \"not slow\"` is the fast core, which imports no framework)", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +142,16 @@ def assert_records_match(actual, expected, tolerance=PROBABILITY_TOLERANCE):
         assert strip(got) == strip(want)
         np.testing.assert_allclose([p["probability"] for p in got.get("predictions", [])],
                                    [p["probability"] for p in want.get("predictions", [])], **tolerance)
+
+
+def wait_for(condition, timeout=60.0):
+    """Polls condition until it holds (True) or timeout seconds pass (False): no test waits forever."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def save_image(path, size=(500, 375), mode="RGB", seed=0, **save_options):

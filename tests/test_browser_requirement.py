@@ -20,6 +20,7 @@ def pytest_without_a_browser(tmp_path, **env):
                           cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # two pytest child processes
 def test_browser_tests_skip_without_a_browser_and_fail_where_one_is_required(tmp_path):
     skipped = pytest_without_a_browser(tmp_path)
     assert skipped.returncode == 0, skipped.stdout[-3000:]

@@ -224,6 +224,7 @@ def test_failed_download_says_what_to_put_where(tmp_path, cli_run):
     assert not target.exists() and not list(target.parent.glob("*.part"))
 
 
+@pytest.mark.slow  # Keras reads the file
 def test_a_weights_file_that_is_not_weights(tmp_path, cli_run):
     bogus = tmp_path / "bogus.h5"
     bogus.write_text("not hdf5")

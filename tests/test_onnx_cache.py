@@ -18,11 +18,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from resclassify.backends import onnxruntime as ort_backend
 from resclassify.errors import ExportError
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+pytestmark = pytest.mark.onnx
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +151,6 @@ def children(pid):
             if int(fields[1]) == pid and fields[0] != "Z":
                 found.append(int(name))
     return found
-
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="reads /proc (Linux)")
@@ -364,10 +356,15 @@ def test_an_interrupted_export_stops_its_child_and_removes_its_temporary(colours
     monkeypatch.setattr(ort_backend, "export_command", lambda job: [sys.executable, "-c", SLOW_CHILD, json.dumps(job)])
     main = threading.get_ident()
     seen = []
+    # Children earlier tests left to this process (multiprocessing's resource tracker, forkserver) are not the export's.
+    others = set(children(os.getpid()))
+
+    def exporters():
+        return [pid for pid in children(os.getpid()) if pid not in others]
 
     def interrupt_once_exporting():
-        if wait_for(lambda: bool(children(os.getpid()))):
-            seen.extend(children(os.getpid()))
+        if wait_for(lambda: bool(exporters())):
+            seen.extend(exporters())
             wait_for(lambda: any(p.stat().st_size for p in onnx_folder().glob(".*.onnx.*.part")), timeout=30)
         signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C, or SIGTERM as the command line routes it
 
