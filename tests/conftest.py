@@ -1,5 +1,6 @@
 """Shared fixtures: a seeded random-weights ResNet50 file, images made on the fly, a CLI runner."""
 
+import json
 import os
 import sys
 import time
@@ -253,6 +254,38 @@ def six_eval_folder(tmp_path_factory, predicted_images):
     return folder
 
 
+@pytest.fixture
+def seven(tmp_path, predicted_images):
+    """Six of predicted_images in WordNet-id class folders (as six_eval_folder) and a broken file among them."""
+    from eval_datasets import CLASSES, class_folders, planned_labels
+
+    labels = planned_labels(predicted_images)
+    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
+    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails a test that loads a network: what it checks must be found (or made) before that."""
+    import resclassify
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("this test must not load a model")
+
+    monkeypatch.setattr(resclassify, "load_model", refuse)
+
+
+def jsonl(source):
+    """The records of JSON Lines text (a CLI's stdout) or of the file at a Path."""
+    text = source.read_text() if isinstance(source, Path) else source
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def eval_args(weights_file, *args):
+    return ["eval", *args, "--weights", weights_file, "--device", "cpu"]
+
+
 # The same command lines run here (TensorFlow) and in a JAX process: jax_runs holds JAX's answers.
 ARCHS_TESTED = ("resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2")
 
@@ -295,9 +328,7 @@ def jax_runs(tmp_path_factory, parity, weights_file, predicted_images):
     One process for all of them: JAX starts and builds each network once (about a minute on
     2 cores). KERAS_BACKEND=jax, not --backend, picks the backend there.
     """
-    import json
     import subprocess
-    import sys
 
     folder = tmp_path_factory.mktemp("jax")
     images = [str(p) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))] + [str(p) for p, _ in predicted_images]

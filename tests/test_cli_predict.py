@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 
 import resclassify
-from conftest import PROBABILITY_TOLERANCE, REPO, SAMPLE_IMAGES, assert_records_match, save_image
+from conftest import PROBABILITY_TOLERANCE, REPO, SAMPLE_IMAGES, assert_records_match, jsonl, save_image
 
 SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
 
 
 def library_records(model, paths, **options):
     return list(resclassify.classify(paths, model, **options))
-
-
-def jsonl(text):
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weights_file, model):

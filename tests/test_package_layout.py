@@ -1,4 +1,4 @@
-"""STYLE.md's boundaries, checked on the source: only cli.py and output.py print, draw or touch the terminal."""
+"""The library never draws, checked on the source: only cli.py and output.py print, draw or touch the terminal."""
 
 import ast
 from pathlib import Path
