@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, save_image, wait_for
+from processes import alive, descendants
 from resclassify.config import resolve_preprocessing
 from resclassify.decoding import (SEGMENT_PREFIX, SLOTS_PER_WORKER, DecodePlan, ProcessDecoder, ThreadDecoder,
                                   open_decoder, ordered_map, plan_decoding)
@@ -363,34 +364,6 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         sys.exit(130)
 """
-
-
-def descendants(pid):
-    """Every live process below pid, from /proc."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has exited; only its parent has yet to collect it
 
 
 def segments_of(pid):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, wait_for
+from processes import alive, children
 from resclassify.backends import onnxruntime as ort_backend
 from resclassify.errors import ExportError
 
@@ -128,29 +129,6 @@ def blocked_waiters(path):
     except OSError:
         return 0
     return sum(1 for line in lines if "->" in line and f":{inode} " in line)
-
-
-def live(pid):
-    """Whether a process runs (a zombie waiting to be reaped does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def children(pid):
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(name))
-    return found
 
 
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="reads /proc (Linux)")
@@ -375,7 +353,7 @@ def test_an_interrupted_export_stops_its_child_and_removes_its_temporary(colours
             ort_backend.load_classifier(model_path=colours.model, normalization="tf")
     finally:
         interrupter.join()
-    assert seen and not any(live(pid) for pid in seen)
+    assert seen and not any(alive(pid) for pid in seen)
     assert sorted(p.name for p in onnx_folder().iterdir()) == [ort_backend.HASHES_FILE]
 
 
@@ -391,7 +369,7 @@ def test_a_run_killed_outright_takes_its_export_child_along_and_the_next_run_cle
     finally:
         run.kill()
         run.communicate()
-    assert wait_for(lambda: not live(child[0]), timeout=10), "the export child runs on alone"
+    assert wait_for(lambda: not alive(child[0]), timeout=10), "the export child runs on alone"
     [left] = onnx_folder().glob(".*.onnx.*.part")  # a kill -9 leaves its temporary: the next run removes it
     calls = []
     monkeypatch.setattr(ort_backend, "run_export_process", copying_exporter(colours, calls))
