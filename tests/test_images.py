@@ -295,7 +295,7 @@ for path in sys.argv[1:]:
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a child process under a memory limit (1.4 s)
 def test_extreme_aspect_ratios_take_bounded_memory_and_give_the_centre(tmp_path):
     import subprocess
     import sys
