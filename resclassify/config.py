@@ -2,7 +2,9 @@
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .archs import ARCH_CHOICES, DEFAULT_ARCH  # noqa: F401 (the built-in networks are listed in archs.py)
 from .errors import ChoiceError, PreprocessingError
@@ -49,7 +51,7 @@ TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 TORCH_STD_RGB = (0.229, 0.224, 0.225)
 
 
-def _choice(value, choices, what, option):
+def _choice(value: object, choices: tuple[str, ...], what: str, option: str) -> None:
     if value not in choices:
         raise PreprocessingError(f"unknown {what} {value!r}; choose from {', '.join(choices)}", option)
 
@@ -69,7 +71,7 @@ class Preprocessing:
     exact_decode: bool = False
     tta: str = "none"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _choice(self.name, PREPROCESS_CHOICES, "preprocessing", "--preprocess")
         _choice(self.interpolation, INTERPOLATION_CHOICES, "interpolation", "--interpolation")
         _choice(self.mode, NORMALIZE_MODES, "normalization", "--preprocess-mode")
@@ -97,27 +99,22 @@ class Preprocessing:
                 f"not {self.name} (which keeps the whole image: use --tta flip)", "--tta")
 
     @property
-    def array_shape(self):
-        """Shape of one decoded image as images.load_image returns it (uint8)."""
-        return (self.size, self.size, 3)
-
-    @property
-    def resize_short(self):
+    def resize_short(self) -> int:
         """Short side before the crop (256 for a 224 crop)."""
         return int(math.floor(self.size / self.crop_fraction))
 
     @property
-    def views(self):
+    def views(self) -> int:
         """How many views of each image the network sees (their probabilities are averaged)."""
         return TTA_VIEWS[self.tta]
 
     @property
-    def array_shape(self):
+    def array_shape(self) -> tuple[int, ...]:
         """The shape of one decoded image: (size, size, 3), or (views, size, size, 3) with tta."""
         view = (self.size, self.size, 3)
         return view if self.views == 1 else (self.views,) + view
 
-    def describe(self):
+    def describe(self) -> str:
         """One line naming the recipe, printed beside every figure it produced."""
         if self.name == "squash":
             shape = f"resized to {self.size}x{self.size}, no crop"
@@ -133,12 +130,12 @@ class Preprocessing:
         return f"{text}, {self.mode} normalization"
 
     @classmethod
-    def from_dict(cls, fields):
+    def from_dict(cls, fields: Mapping[str, Any]) -> "Preprocessing":
         """The Preprocessing an as_dict() describes (a record's, a report's with its description); TypeError for
         unknown fields."""
         return cls(**{key: value for key, value in fields.items() if key != "description"})
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
         """The fields that define the recipe (records and reports carry them; tta included), nothing derived."""
         fields = asdict(self)
         if self.name != "center-crop":
@@ -146,8 +143,9 @@ class Preprocessing:
         return fields
 
 
-def resolve_preprocessing(name="center-crop", *, size=None, crop_fraction=None, interpolation=None, tta=None,
-                          mode=None, exact_decode=False):
+def resolve_preprocessing(name: str = "center-crop", *, size: int | None = None, crop_fraction: float | None = None,
+                          interpolation: str | None = None, tta: str | None = None, mode: str | None = None,
+                          exact_decode: bool = False) -> Preprocessing:
     """Command-line choices over model defaults over constants; PreprocessingError if they cannot work.
 
     A model's own defaults (its input size and normalization) come from model.preprocessing(),
@@ -169,7 +167,7 @@ def resolve_preprocessing(name="center-crop", *, size=None, crop_fraction=None, 
     )
 
 
-def check_choice(what, value, choices):
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
     """value if it is one of choices; else the one error every unknown choice raises (ChoiceError)."""
     if value not in choices:
         raise ChoiceError(f"unknown {what} {value!r}; choose from {', '.join(choices)}")

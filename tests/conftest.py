@@ -1,7 +1,9 @@
 """Shared fixtures: a seeded random-weights ResNet50 file, images made on the fly, a CLI runner."""
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +44,38 @@ def pytest_runtest_setup(item):
         pytest.skip(f"{NO_BROWSER} ({REQUIRE_VARIABLE}=1 makes this a failure, as in CI)")
 
 
+# Fixtures that build a Keras network (ResNet50 with seeded weights, the colour classifier): the first
+# test to ask pays for the build (5-30 s on 2 cores) and every run through the network costs seconds.
+NETWORK_FIXTURES = ("weights_file", "own_models")
+# What needs another framework or a browser is slow by nature: a framework's import alone takes seconds.
+SLOW_BY_NATURE = ("browser", "ray", "jax", "onnx")
+
+
 def pytest_collection_modifyitems(items):
-    # A test that reads the JAX child's answers waits for that child (about a minute on 2 cores).
+    """Mark what `-m "not slow"` leaves out: the fast core is every test that builds no network, starts
+    no other framework and takes well under a second (tests marked slow by hand measured over one)."""
     for item in items:
-        if "jax_runs" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        # A test that reads the JAX child's answers waits for that child (about a minute on 2 cores).
+        if "jax_runs" in fixtures:
             item.add_marker(pytest.mark.jax)
+        if any(name in fixtures for name in NETWORK_FIXTURES) or any(
+                item.get_closest_marker(name) is not None for name in SLOW_BY_NATURE):
             item.add_marker(pytest.mark.slow)
+
+
+FRAMEWORKS = ("tensorflow", "keras", "jax", "ray")
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_import_no_framework(request):
+    """A test left in the fast core that imports a framework into this process (10-20 s on 2 cores) fails."""
+    before = {name for name in FRAMEWORKS if name in sys.modules}
+    yield
+    imported = [name for name in FRAMEWORKS if name in sys.modules and name not in before]
+    if imported and request.node.get_closest_marker("slow") is None:
+        pytest.fail(f"imported {', '.join(imported)} into the test process: mark the test slow "
+                    "(`-m \"not slow\"` is the fast core, which imports no framework)", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +143,16 @@ def assert_records_match(actual, expected, tolerance=PROBABILITY_TOLERANCE):
         assert strip(got) == strip(want)
         np.testing.assert_allclose([p["probability"] for p in got.get("predictions", [])],
                                    [p["probability"] for p in want.get("predictions", [])], **tolerance)
+
+
+def wait_for(condition, timeout=60.0):
+    """Polls condition until it holds (True) or timeout seconds pass (False): no test waits forever."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def save_image(path, size=(500, 375), mode="RGB", seed=0, **save_options):
@@ -251,6 +289,38 @@ def combination_jax_cases(combination_set, weights_file):
         "--max-failures", "1", "--predictions-out", root / "shard-3.jsonl")]}
 
 
+@pytest.fixture
+def seven(tmp_path, predicted_images):
+    """Six of predicted_images in WordNet-id class folders (as six_eval_folder) and a broken file among them."""
+    from eval_datasets import CLASSES, class_folders, planned_labels
+
+    labels = planned_labels(predicted_images)
+    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
+    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails a test that loads a network: what it checks must be found (or made) before that."""
+    import resclassify
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("this test must not load a model")
+
+    monkeypatch.setattr(resclassify, "load_model", refuse)
+
+
+def jsonl(source):
+    """The records of JSON Lines text (a CLI's stdout) or of the file at a Path."""
+    text = source.read_text() if isinstance(source, Path) else source
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def eval_args(weights_file, *args):
+    return ["eval", *args, "--weights", weights_file, "--device", "cpu"]
+
+
 # The same command lines run here (TensorFlow) and in a JAX process: jax_runs holds JAX's answers.
 ARCHS_TESTED = ("resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2")
 
@@ -293,9 +363,7 @@ def jax_runs(tmp_path_factory, parity, weights_file, predicted_images, combinati
     One process for all of them: JAX starts and builds each network once (about a minute on
     2 cores). KERAS_BACKEND=jax, not --backend, picks the backend there.
     """
-    import json
     import subprocess
-    import sys
 
     folder = tmp_path_factory.mktemp("jax")
     images = [str(p) for p in sorted(SAMPLE_IMAGES.glob("*.jpg"))] + [str(p) for p, _ in predicted_images]

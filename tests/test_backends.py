@@ -52,6 +52,7 @@ def test_uint8_batches_normalized_on_the_device_equal_preprocess_input_then_the_
     assert (np.argsort(-got, axis=1)[:, :5] == np.argsort(-expected, axis=1)[:, :5]).all()
 
 
+@pytest.mark.slow  # imports Keras
 @pytest.mark.parametrize("mode", NORMALIZE_MODES)
 def test_the_normalization_arithmetic_is_keras_preprocess_input(samples, mode):
     np.testing.assert_allclose(backends.normalize(samples.astype(np.float32), mode), keras_preprocess(samples, mode),
@@ -204,6 +205,8 @@ def test_info_devices_come_from_each_backend(cli_run, monkeypatch):
     assert lines[at + 1] == "                jax: error: RuntimeError: no"
 
 
+@pytest.mark.jax
+@pytest.mark.slow  # a TensorFlow and a JAX child process
 def test_each_installed_backend_lists_its_cpu(tmp_path):
     # A child process per backend: neither framework is imported here.
     assert backends.list_devices("tensorflow")[0] == "cpu:0"
@@ -224,8 +227,9 @@ def jax_out_of_memory():
     return jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 3.06GiB.")
 
 
+@pytest.mark.slow  # imports the framework to make its error
 @pytest.mark.parametrize("backend, out_of_memory", [("tensorflow", tensorflow_out_of_memory),
-                                                    ("jax", jax_out_of_memory)])
+                                                    pytest.param("jax", jax_out_of_memory, marks=pytest.mark.jax)])
 def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, backend, out_of_memory):
     from resclassify import model as model_module
 
@@ -261,6 +265,7 @@ def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, backend, out_of
     assert shapes == [4, 4] and len(notices) == 2
 
 
+@pytest.mark.slow  # imports TensorFlow to make its error
 def test_out_of_memory_at_one_image_is_an_error(monkeypatch):
     from resclassify import model as model_module
 
@@ -307,6 +312,7 @@ def test_the_next_batch_is_staged_while_the_network_works_on_this_one(tmp_path):
     assert network.waited == [True]
 
 
+@pytest.mark.jax
 def test_jax_takes_gpu_memory_as_needed_and_never_touches_a_gpu_for_device_cpu():
     code = (
         "import os\n"
@@ -324,6 +330,7 @@ def test_jax_takes_gpu_memory_as_needed_and_never_touches_a_gpu_for_device_cpu()
     assert result.stdout.splitlines() == ["cpu", "false cpu --xla_cpu_multi_thread_eigen=false", "cpu cpu"]
 
 
+@pytest.mark.jax
 def test_jax_gpu_without_one_is_an_error():
     code = (
         "from resclassify.backends import jax as backend\n"

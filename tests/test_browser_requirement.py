@@ -20,6 +20,7 @@ def pytest_without_a_browser(tmp_path, **env):
                           cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # two pytest child processes
 def test_browser_tests_skip_without_a_browser_and_fail_where_one_is_required(tmp_path):
     skipped = pytest_without_a_browser(tmp_path)
     assert skipped.returncode == 0, skipped.stdout[-3000:]
@@ -33,9 +34,9 @@ def test_browser_tests_skip_without_a_browser_and_fail_where_one_is_required(tmp
     assert "RESCLASSIFY_REQUIRE_BROWSER=1 says this run must have one" in required.stdout
 
 
-def test_ci_requires_the_browser():
+def test_ci_requires_the_browser_and_runs_the_whole_suite_showing_the_slowest():
     script = (REPO / ".ci" / "run").read_text()
-    assert "export RESCLASSIFY_REQUIRE_BROWSER=1\npython -m pytest -q\n" in script
+    assert "export RESCLASSIFY_REQUIRE_BROWSER=1\npython -m pytest -q --durations=25\n" in script
 
 
 def test_the_suite_registers_its_markers(pytestconfig):

@@ -15,7 +15,7 @@ def walk(command, prefix=()):
 
 
 def test_every_command_and_option_has_help_text(cli_run):
-    """STYLE.md: a test walks every command and checks that it has help text."""
+    """Every command, reached by walking the command tree (so a new one cannot be missed), has help text."""
     paths = []
     for path, command in walk(cli):
         paths.append(" ".join(path))

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 import resclassify
+from conftest import eval_args
 from eval_datasets import CLASSES, class_folders, expected_figures, planned_labels, table_file
 from resclassify.metrics import wilson_interval
 from resclassify.render.progress import EvalProgress
@@ -27,10 +28,6 @@ def hand_counted(labels, top1):
     """{class: (images, times predicted, right)} for every true or predicted class."""
     return {c: (labels.count(c), top1.count(c), sum(1 for label, best in zip(labels, top1) if label == best == c))
             for c in set(labels) | set(top1)}
-
-
-def eval_args(weights_file, *args):
-    return ["eval", *args, "--weights", weights_file, "--device", "cpu"]
 
 
 def test_human_summary(cli_run, weights_file, six):

@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 
 import resclassify
-from conftest import PROBABILITY_TOLERANCE, REPO, SAMPLE_IMAGES, assert_records_match, save_image
+from conftest import PROBABILITY_TOLERANCE, REPO, SAMPLE_IMAGES, assert_records_match, jsonl, save_image
 
 SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
 
 
 def library_records(model, paths, **options):
     return list(resclassify.classify(paths, model, **options))
-
-
-def jsonl(text):
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def test_table_shows_rank_label_wnid_and_percentage_for_each_image(cli_run, weights_file, model):
@@ -224,6 +220,7 @@ def test_failed_download_says_what_to_put_where(tmp_path, cli_run):
     assert not target.exists() and not list(target.parent.glob("*.part"))
 
 
+@pytest.mark.slow  # Keras reads the file
 def test_a_weights_file_that_is_not_weights(tmp_path, cli_run):
     bogus = tmp_path / "bogus.h5"
     bogus.write_text("not hdf5")

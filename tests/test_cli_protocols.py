@@ -131,17 +131,6 @@ def test_size_builds_the_network_for_a_larger_input(cli_run, weights_file, photo
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fails a test that loads the network: these errors must be found before it."""
-    import resclassify
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model must not load for options that cannot work")
-
-    monkeypatch.setattr(resclassify, "load_model", refuse)
-
-
 @pytest.mark.parametrize("command", ["predict", "eval"])
 @pytest.mark.parametrize("args, option, reason", [
     (["--crop-fraction", "1.2"], "--crop-fraction",

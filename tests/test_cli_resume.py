@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from conftest import save_image
-from eval_datasets import CLASSES, class_folders, planned_labels
+from conftest import jsonl, save_image
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +19,6 @@ def photos(tmp_path_factory):
 
 def predict_args(weights_file, *args):
     return ["predict", *args, "--weights", weights_file, "--device", "cpu", "--batch-size", "3"]
-
-
-def jsonl(text):
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def assert_same_records(got, want):
@@ -121,14 +116,6 @@ def test_resume_refuses_another_runs_file_and_leaves_it_whole(cli_run, weights_f
     assert result.stderr.startswith(f"resclassify: error: {out} holds {photos / 'broken.jpg'}, which is not among "
                                     "this run's inputs")
     assert out.read_bytes() == before  # a refused file keeps even its half-written line
-
-
-@pytest.fixture
-def seven(tmp_path, predicted_images):
-    labels = planned_labels(predicted_images)
-    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
-    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
-    return folder
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])

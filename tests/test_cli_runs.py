@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from conftest import save_image
-from eval_datasets import CLASSES, class_folders, planned_labels
+from conftest import eval_args, jsonl, save_image
 
 UNREADABLE = 3  # the exit status for "finished, more inputs unreadable than --max-failures allows"
 
@@ -24,25 +23,8 @@ def photos(tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def seven(tmp_path, predicted_images):
-    """Six labelled images and a broken one among them."""
-    labels = planned_labels(predicted_images)
-    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
-    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
-    return folder
-
-
 def predict_args(weights_file, *args):
     return ["predict", *args, "--weights", weights_file, "--device", "cpu"]
-
-
-def eval_args(weights_file, *args):
-    return ["eval", *args, "--weights", weights_file, "--device", "cpu"]
-
-
-def jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # --- a record file is written by one run at a time ----------------------------------------------
@@ -239,15 +221,6 @@ def test_eval_resume_makes_the_misclassified_confusion_and_report_files_of_the_w
 
 
 # --- every output is checked before any work ------------------------------------------------------
-
-@pytest.fixture
-def no_model(monkeypatch):
-    import resclassify
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model must not load when an output cannot be written")
-
-    monkeypatch.setattr(resclassify, "load_model", refuse)
 
 @pytest.mark.parametrize("option", ["--report", "--misclassified-out", "--predictions-out", "--confusion-out"])
 def test_an_eval_output_in_a_folder_that_cannot_be_written_stops_the_run_before_it_starts(

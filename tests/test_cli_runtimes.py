@@ -6,14 +6,9 @@ import shutil
 
 import pytest
 
-from conftest import SAMPLE_IMAGES
-from eval_datasets import CLASSES, class_folders, planned_labels
+from conftest import SAMPLE_IMAGES, eval_args, jsonl
 
 SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
-
-
-def jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def write_jsonl(path, records):
@@ -28,19 +23,6 @@ def as_if_run_on(path, backend):
         if "backend" in record:
             record["backend"] = backend
     write_jsonl(path, records)
-
-
-@pytest.fixture
-def seven(tmp_path, predicted_images):
-    """Six labelled images in WordNet-id class folders and one that cannot be read."""
-    labels = planned_labels(predicted_images)
-    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
-    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
-    return folder
-
-
-def eval_args(weights_file, *args):
-    return ["eval", *args, "--weights", weights_file, "--device", "cpu"]
 
 
 def test_shards_from_three_runtimes_merge_into_the_single_runs_report(cli_run, weights_file, seven, tmp_path):

@@ -8,27 +8,9 @@ import sys
 
 import pytest
 
-from conftest import REPO, SAMPLE_IMAGES
-from eval_datasets import CLASSES, class_folders, planned_labels
+from conftest import REPO, SAMPLE_IMAGES, eval_args, jsonl
 
 SAMPLES = sorted(str(p) for p in SAMPLE_IMAGES.glob("*.jpg"))
-
-
-@pytest.fixture
-def seven(tmp_path, predicted_images):
-    """Six labelled images in WordNet-id class folders and one that cannot be read."""
-    labels = planned_labels(predicted_images)
-    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
-    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
-    return folder
-
-
-def eval_args(weights_file, *args):
-    return ["eval", *args, "--weights", weights_file, "--device", "cpu"]
-
-
-def jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def same_figures(merged, single):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import REPO, save_image
+from processes import live_processes_in_group
 from resclassify.decoding import SEGMENT_PREFIX
 
 # The real command line, with one decode that never ends (a hung network file system, say): the
@@ -99,21 +100,6 @@ def interrupt(child, number=signal.SIGINT, group=False):
         pytest.fail(f"the process was still running 30 s after {signal.Signals(number).name}")
     # Read after the exit, from the pipes' own buffers (communicate would skip what readline buffered).
     return child.stdout.read(), child.stderr.read(), child.returncode, time.monotonic() - sent
-
-
-def live_processes_in_group(group):
-    """The live (not zombie) processes of a process group, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == group and fields[0] not in ("Z", "X"):
-                found.append(int(entry))
-    return found
 
 
 def wait_until_group_gone(group, seconds=30):

@@ -139,6 +139,7 @@ def test_eval_summary_on_any_terminal(terminal, tmp_path):
     assert sorted(confusions) == [["0 a[/b]", "1 [background]"], ["1 [background]", f"2 {cafe}"]]
 
 
+@pytest.mark.slow  # a child process that imports the frameworks for `info`
 @pytest.mark.parametrize("terminal", ASCII_TERMINALS)
 def test_weights_and_info_on_an_ascii_terminal(terminal, tmp_path):
     home = tmp_path / "kéras"

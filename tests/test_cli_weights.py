@@ -6,7 +6,6 @@ import json
 import pytest
 
 from conftest import save_image
-from resclassify.cli import cli
 from resclassify.weights import KNOWN_WEIGHTS, KnownWeights, cache_dir
 
 OFFICIAL_NAME = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"

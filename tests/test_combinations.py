@@ -75,7 +75,7 @@ def onnx_cache(exported_home, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(exported_home[0]))
 
 
-def eval_args(folder, *args):
+def combination_args(folder, *args):
     return ["eval", folder, "--device", "cpu", "--json", "--max-failures", "1", *args]
 
 
@@ -112,7 +112,7 @@ def reference(tmp_path_factory, combination_set, weights_file):
 
     folder, _ = combination_set
     out = tmp_path_factory.mktemp("reference") / "reference.jsonl"
-    result = CliRunner().invoke(cli, [str(a) for a in eval_args(folder, "--weights", weights_file,
+    result = CliRunner().invoke(cli, [str(a) for a in combination_args(folder, "--weights", weights_file,
                                                                 "--backend", "tensorflow", "--predictions-out", out)])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
@@ -127,9 +127,9 @@ def test_shards_on_three_runtimes_and_two_engines_merge_into_the_reference(
     report, reference_records = reference
     first, second = tmp_path / "shard-1.csv", tmp_path / "shard-2.jsonl"
     runs = [
-        cli_run(*eval_args(folder, "--weights", weights_file, "--backend", "onnxruntime", "--shard", "1/3",
+        cli_run(*combination_args(folder, "--weights", weights_file, "--backend", "onnxruntime", "--shard", "1/3",
                            "--predictions-out", first)),
-        cli_run(*eval_args(folder, "--weights", weights_file, "--backend", "tensorflow", "--engine", "ray",
+        cli_run(*combination_args(folder, "--weights", weights_file, "--backend", "tensorflow", "--engine", "ray",
                            "--shard", "2/3", "--predictions-out", second)),
     ]
     for run in runs:
@@ -168,7 +168,7 @@ def test_a_run_stopped_by_sigterm_resumes_on_another_engine_and_runtime(
     env = {**os.environ, "STOP_AT": stop_at, "STOP_MARKER": str(marker), "PYTHONPATH": str(REPO),
            "KERAS_BACKEND": "tensorflow"}
     child = subprocess.Popen([sys.executable, "-c", STOPPED_RUN,
-                              *map(str, eval_args(folder, "--weights", weights_file, "--batch-size", "1",
+                              *map(str, combination_args(folder, "--weights", weights_file, "--batch-size", "1",
                                                   "--decoding", "threads", "--predictions-out", out))],
                              env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     watchdog = threading.Timer(240, child.kill)
@@ -191,7 +191,7 @@ def test_a_run_stopped_by_sigterm_resumes_on_another_engine_and_runtime(
     stopped = records(out)  # whole records only: the file reads back with nothing cut off
     assert 2 <= len(stopped) < 7 and {r["backend"] for r in stopped if "backend" in r} == {"tensorflow"}
 
-    resumed = cli_run(*eval_args(folder, "--weights", weights_file, "--backend", "onnxruntime", "--engine", "ray",
+    resumed = cli_run(*combination_args(folder, "--weights", weights_file, "--backend", "onnxruntime", "--engine", "ray",
                                  "--predictions-out", out, "--resume"))
     assert resumed.exit_code == 0, resumed.stderr
     resumed_report = json.loads(resumed.stdout)

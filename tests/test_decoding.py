@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, save_image
+from conftest import REPO, save_image, wait_for
+from processes import alive, descendants
 from resclassify.config import resolve_preprocessing
 from resclassify.decoding import (SEGMENT_PREFIX, SLOTS_PER_WORKER, DecodePlan, ProcessDecoder, ThreadDecoder,
                                   open_decoder, ordered_map, plan_decoding)
@@ -76,6 +77,7 @@ def test_results_come_in_input_order_with_every_bad_file_an_error_in_its_place(m
             assert np.array_equal(pixels, load_image(path, CENTER))
 
 
+@pytest.mark.slow  # imports TensorFlow here
 def test_worker_processes_hold_no_framework_even_when_the_parent_runs_one(process_decoder, photos):
     import tensorflow  # noqa: F401 - the parent has a framework running, as it does after load_model
 
@@ -149,10 +151,13 @@ def test_a_worker_that_dies_costs_the_image_it_was_decoding_and_the_run_goes_on(
         results = []
         run = threading.Thread(target=lambda: results.extend(decode_all(decoder, good[:4])))
         run.start()
-        while len(decoder._workers[0].outstanding) < 2:  # good[0] and good[1] sent to it, unread
-            time.sleep(0.01)
-        os.kill(pid, signal.SIGKILL)
-        run.join()
+        try:
+            sent = wait_for(lambda: len(decoder._workers[0].outstanding) >= 2)  # good[0] and good[1], unread
+        finally:
+            os.kill(pid, signal.SIGKILL)  # also on the way out: the run's thread must not wait for it forever
+            run.join(timeout=60)
+        assert sent, "the stopped worker was never sent two images"
+        assert not run.is_alive(), "the run still waits for the killed worker"
         assert [path for path, _, _ in results] == good[:4]
         assert results[0][2] == "cannot decode image: the decoding process died (signal 9)"
         for path, pixels, reason in results[1:]:
@@ -359,34 +364,6 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         sys.exit(130)
 """
-
-
-def descendants(pid):
-    """Every live process below pid, from /proc."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has exited; only its parent has yet to collect it
 
 
 def segments_of(pid):

@@ -15,7 +15,6 @@ import pytest
 
 import resclassify
 from conftest import REPO, SAMPLE_IMAGES, assert_records_match, save_image
-from eval_datasets import CLASSES, class_folders, planned_labels
 
 pytest.importorskip("ray", reason="the ray extra: pip install 'resclassify[ray]'")
 pytestmark = pytest.mark.ray
@@ -99,14 +98,6 @@ def test_ray_predict_on_a_cluster_address_gives_the_local_records(local_ray, wei
     import ray
 
     assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 2  # the cluster is still up
-
-
-@pytest.fixture
-def seven(tmp_path, predicted_images):
-    labels = planned_labels(predicted_images)
-    folder, _ = class_folders("wnid")(tmp_path / "data", [path for path, _ in predicted_images[:6]], labels)
-    (folder / CLASSES.wnids[labels[1]] / "broken.jpg").write_bytes(b"not an image")
-    return folder
 
 
 def test_ray_eval_gives_the_local_report(local_ray, cli_run, weights_file, seven, tmp_path):

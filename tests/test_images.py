@@ -30,6 +30,7 @@ def test_center_crop_of_a_portrait_image(tmp_path):
     np.testing.assert_array_equal(load_image(path, CENTER), expected)
 
 
+@pytest.mark.slow  # imports Keras
 def test_squash_equals_keras_load_img(tmp_path):
     import keras
 
@@ -294,6 +295,7 @@ for path in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow  # a child process under a memory limit (1.4 s)
 def test_extreme_aspect_ratios_take_bounded_memory_and_give_the_centre(tmp_path):
     import subprocess
     import sys

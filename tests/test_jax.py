@@ -5,12 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import BACKEND_TOLERANCE, SAMPLE_IMAGES, assert_records_match
+from conftest import BACKEND_TOLERANCE, SAMPLE_IMAGES, assert_records_match, jsonl
 from resclassify.pipeline import score
-
-
-def jsonl(text):
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def on_jax(jax_runs, name):

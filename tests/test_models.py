@@ -109,6 +109,7 @@ def test_weights_of_another_arch_are_a_one_line_error_naming_the_arch(cli_run, a
     assert str(cause).strip().splitlines()[0] in result.stderr
 
 
+@pytest.mark.slow  # builds a ResNet50V2 to save its weights
 def test_keras_3_weights_file_of_another_arch_names_it(cli_run, tmp_path, photo):
     import keras
 
@@ -305,6 +306,7 @@ def test_own_model_with_a_fixed_input_refuses_another_size(cli_run, own_models, 
     assert predicted(same)[0] == {str(colour_photos["red"]): "red"}
 
 
+@pytest.mark.slow  # builds a small network with Keras
 def test_own_model_that_takes_any_size_runs_at_the_size_asked(cli_run, tmp_path, colour_photos, normalize_calls):
     import keras
 

@@ -18,11 +18,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
+from processes import alive, children
 from resclassify.backends import onnxruntime as ort_backend
 from resclassify.errors import ExportError
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+pytestmark = pytest.mark.onnx
 
 
 @pytest.fixture(scope="module")
@@ -127,38 +129,6 @@ def blocked_waiters(path):
     except OSError:
         return 0
     return sum(1 for line in lines if "->" in line and f":{inode} " in line)
-
-
-def live(pid):
-    """Whether a process runs (a zombie waiting to be reaped does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def children(pid):
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as f:
-                    fields = f.read().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(name))
-    return found
-
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="reads /proc (Linux)")
@@ -364,10 +334,15 @@ def test_an_interrupted_export_stops_its_child_and_removes_its_temporary(colours
     monkeypatch.setattr(ort_backend, "export_command", lambda job: [sys.executable, "-c", SLOW_CHILD, json.dumps(job)])
     main = threading.get_ident()
     seen = []
+    # Children earlier tests left to this process (multiprocessing's resource tracker, forkserver) are not the export's.
+    others = set(children(os.getpid()))
+
+    def exporters():
+        return [pid for pid in children(os.getpid()) if pid not in others]
 
     def interrupt_once_exporting():
-        if wait_for(lambda: bool(children(os.getpid()))):
-            seen.extend(children(os.getpid()))
+        if wait_for(lambda: bool(exporters())):
+            seen.extend(exporters())
             wait_for(lambda: any(p.stat().st_size for p in onnx_folder().glob(".*.onnx.*.part")), timeout=30)
         signal.pthread_kill(main, signal.SIGINT)  # Ctrl-C, or SIGTERM as the command line routes it
 
@@ -378,7 +353,7 @@ def test_an_interrupted_export_stops_its_child_and_removes_its_temporary(colours
             ort_backend.load_classifier(model_path=colours.model, normalization="tf")
     finally:
         interrupter.join()
-    assert seen and not any(live(pid) for pid in seen)
+    assert seen and not any(alive(pid) for pid in seen)
     assert sorted(p.name for p in onnx_folder().iterdir()) == [ort_backend.HASHES_FILE]
 
 
@@ -394,7 +369,7 @@ def test_a_run_killed_outright_takes_its_export_child_along_and_the_next_run_cle
     finally:
         run.kill()
         run.communicate()
-    assert wait_for(lambda: not live(child[0]), timeout=10), "the export child runs on alone"
+    assert wait_for(lambda: not alive(child[0]), timeout=10), "the export child runs on alone"
     [left] = onnx_folder().glob(".*.onnx.*.part")  # a kill -9 leaves its temporary: the next run removes it
     calls = []
     monkeypatch.setattr(ort_backend, "run_export_process", copying_exporter(colours, calls))

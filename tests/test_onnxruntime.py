@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO, SAMPLE_IMAGES, save_image
 from resclassify.backends import onnxruntime as ort_backend
 from resclassify.config import resolve_preprocessing
-from resclassify.errors import ExportError, WeightsError
+from resclassify.errors import ExportError
 from resclassify.images import load_image
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")

@@ -9,6 +9,9 @@ from crafted_records import eval_record, write_jsonl
 from html_page import parse_page
 from resclassify.render.html import SCRIPT, ReportCollector, write_html_report
 
+# The report runs no model.
+pytestmark = pytest.mark.usefixtures("no_model")
+
 HOSTILE_LABELS = ['<script>alert("label")</script>', "</script><img src=x onerror=alert(1)>",
                   "it's \"quoted\" & <b>bold</b>"]
 HOSTILE_PATHS = ['<script>alert("path")</script>.jpg', "x\" onmouseover=\"alert('path')\".jpg",
@@ -103,11 +106,3 @@ def test_a_class_index_is_escaped_wherever_the_page_shows_it(tmp_path):
     assert shown[0].find("span", class_="idx").text == " ".join(HOSTILE_INDEX.split())
     assert shown[0].attrs["data-classes"] == HOSTILE_INDEX
     assert any(HOSTILE_INDEX in element.text for element in dom.find_all("span", class_="true"))
-
-
-@pytest.fixture(autouse=True)
-def no_model(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the report runs no model")
-
-    monkeypatch.setattr(resclassify, "load_model", refuse)

@@ -44,6 +44,7 @@ def leftovers(folder):
     return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith(".part")) if Path(folder).is_dir() else []
 
 
+@pytest.mark.slow  # imports Keras
 def test_every_arch_has_known_weights_and_a_builder():
     import keras
 
