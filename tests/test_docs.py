@@ -72,4 +72,4 @@ def test_the_readmes_set_up_commands_are_what_ci_runs():
     assert blocks[0].splitlines() == ["pip install -e '.[test]'", "python -m pytest -q"]
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert "python -m pip install --quiet -e '.[test]'" in ci  # the README's install, quieter
-    assert "python -m pytest -q" in ci
+    assert "python -m pytest -q --durations=25" in ci  # the README's test command, naming the 25 slowest
