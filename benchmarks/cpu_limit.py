@@ -14,7 +14,8 @@ core's rate at decoding + resizing + cropping the same images with a plain Pillo
 draft mode on). `resclassify predict` end to end (default backend; its steady rate, in a window
 of each run past its start-up and before its read-ahead drains) is held to the limit, for
 ImageNet-size JPEGs (500x375) and 12 MP JPEGs (4000x3000). Each figure also comes in core-ms per
-image (CPU time of all the process's threads), which other work on the machine disturbs less. Each figure is measured in a child process of its own, the repeats are
+image (CPU time of all the process's threads), which other work on the machine disturbs less.
+Each figure is measured in a child process of its own, the repeats are
 interleaved (A, B, C, A, B, C, ...) so that a machine's load falls on all of them alike, and
 ratios use the medians. Images (smooth seeded noise, JPEG quality 90) and random seeded ResNet50
 weights are made once into a cache folder (--cache), with the ONNX export, and reused.
@@ -385,7 +386,7 @@ def report(args, figures, cores, memory, start_load, end_load):
             ("limit, 12 MP", f"{limits['photo']:.1f}", f"{core_limits['photo']:.1f}")]
     targets = {"small": 0.90, "photo": 0.85}
     for suffix in ("", " (baseline)"):
-        for kind, label, count in (("small", "ImageNet-size", args.images), ("photo", "12 MP", args.photos)):
+        for kind, label in (("small", "ImageNet-size"), ("photo", "12 MP")):
             name = f"E_{kind}{suffix}"
             if name not in figures:
                 continue

@@ -192,8 +192,8 @@ class Decoded:
     """
 
     path: str
-    pixels: np.ndarray = None
-    error: InputError = None
+    pixels: np.ndarray | None = None
+    error: InputError | None = None
 
 
 def open_decoder(plan, notice=None):

@@ -10,8 +10,10 @@ import glob
 import os
 import tempfile
 import time
+import types
 from pathlib import Path
 
+fcntl: types.ModuleType | None
 try:
     import fcntl
 except ImportError:  # not on this platform: temporaries are then judged by age alone

@@ -24,7 +24,7 @@ class ClassIndex:
 
     labels: tuple
     wnids: tuple = ()
-    source: str = field(default=None, compare=False)
+    source: str | None = field(default=None, compare=False)
 
     def __len__(self):
         return len(self.labels)

@@ -105,9 +105,9 @@ class ClassScore:
     images: int
     predicted: int
     true_positives: int
-    precision: float = None
-    recall: float = None
-    f1: float = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
 
 
 def class_scores(pairs):

@@ -17,11 +17,11 @@ class Scored:
     """One input after the network: probabilities, or the reason it has none."""
 
     path: str
-    probabilities: np.ndarray = None
-    error: InputError = None
+    probabilities: np.ndarray | None = None
+    error: InputError | None = None
     # What ran the network for it, where that is not the classifier at hand: a Ray actor chooses
     # the runtime for its own device.
-    backend: str = None
+    backend: str | None = None
 
 
 # Batches being filled, run and handed out at once: batch n's array is filled again for batch

@@ -164,7 +164,7 @@ class PredictionsCsvWriter:
 class FlatCsvWriter:
     """Rows of flat records under fixed columns, header first; lists space-separated, None empty."""
 
-    columns = ()
+    columns: tuple[str, ...] = ()
 
     def __init__(self, stream, columns=None, **context):
         columns = columns or self.columns

@@ -141,7 +141,7 @@ class RecordFile:
     # file here and appends; anything after is what a killed run left half-written.
     whole_bytes: int = 0
     cut_off: bool = False
-    header: list = None  # CSV: the header row, if the file has a whole one
+    header: list | None = None  # CSV: the header row, if the file has a whole one
 
     @property
     def kind(self):

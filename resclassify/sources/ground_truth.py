@@ -33,7 +33,7 @@ class LabelledImage:
 
     path: str
     true_index: int
-    real_labels: tuple = None
+    real_labels: tuple | None = None
 
     @property
     def accepted(self):
@@ -51,8 +51,8 @@ class GroundTruth:
     skipped: list = field(default_factory=list)
     # Labels file (or ReaL file) path -> names in it that match no image, in file order.
     labels_without_image: dict = field(default_factory=dict)
-    labels_file: str = None
-    real_labels_file: str = None
+    labels_file: str | None = None
+    real_labels_file: str | None = None
     # Folders and links under folder that were not searched (walk_images), and why.
     not_followed: list = field(default_factory=list)
     # Class folders that name one class: [{"index", "wnid", "label", "folders": [...]}], counted together.
