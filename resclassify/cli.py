@@ -204,7 +204,7 @@ def check_preprocessing_options(*, model_path, preprocess, preprocess_mode, exac
                                 interpolation, tta, **_unused):
     """Refuse preprocessing options that cannot work (exit 2) before anything else runs; open_model checks again."""
     from .config import resolve_preprocessing
-    from .model import check_arch_size
+    from .runners.keras import check_arch_size
 
     resolve_preprocessing(preprocess, size=size, crop_fraction=crop_fraction, interpolation=interpolation, tta=tta,
                           mode=preprocess_mode, exact_decode=exact_decode)
@@ -433,7 +433,7 @@ def network_threads(options, classifier=None):
     """The network's CPU threads: --threads where the classifier's runtime applies it, else every core (what the
     backends use unless told), so that the run line and the report never claim a setting that did not apply."""
     from .backends import applied_threads
-    from .decoding import available_cores
+    from .machine import available_cores
 
     if classifier is None:
         return options["threads"] or available_cores()
@@ -1170,9 +1170,9 @@ def weights_download(models, with_onnx, quiet):
             click.echo(f"{known.arch}: {what}, md5 {known.md5} checked", err=True)
         click.echo(str(path))
         if with_onnx:
-            from .backends import onnxruntime
+            from .runners import onnx
 
-            exported = onnxruntime.prepare(known.arch, notice=notice)
+            exported = onnx.prepare(known.arch, notice=notice)
             if not quiet:
                 click.echo(f"{known.arch}: ONNX file {'exported' if exported.made else 'already in the cache'}",
                            err=True)
@@ -1201,7 +1201,7 @@ def weights_verify(file, arch, verbose):
     Exit status 0 when every check passes, 1 otherwise.
     """
     from .errors import WeightsError
-    from .model import load_classifier
+    from .runners.keras import load_classifier
     from .weights import file_hash, known_by_file_name
 
     known = known_by_file_name(os.path.basename(file))
