@@ -80,7 +80,7 @@ def choose(requested: str | None = None, *, device: str = "auto", precision: str
 
 
 def default_choice() -> tuple[str | None, str]:
-    """(runtime, why) for a run without --backend (on --device auto, in float32), or (None, the reason there is none)."""
+    """(runtime, why) for a run without --backend (--device auto, float32), or (None, the reason there is none)."""
     from ..backends import BACKEND_VARIABLE, DEFAULT_BACKEND
     from . import onnx
 

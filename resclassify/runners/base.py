@@ -10,7 +10,7 @@ MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 class RunnerBase:
-    """The methods both runners (runners.keras, runners.onnx) inherit; they keep arch, weights, input_size and normalization."""
+    """What both runners (runners.keras, runners.onnx) inherit; each keeps arch, weights, input_size, normalization."""
 
     arch: str
     weights: str

@@ -272,7 +272,7 @@ def load_classifier(weights_path, arch="resnet50", device="auto", *, precision="
         parameters = model.count_params()
         model = fold_batch_norms(model)
     classifier = KerasRunner(model, arch, str(weights_path), used_device, int(model.input_shape[1]), classes,
-                            ARCHS[arch].normalization, precision, backend, parameters=parameters, notice=notice)
+                             ARCHS[arch].normalization, precision, backend, parameters=parameters, notice=notice)
     _classifiers[key] = classifier
     return classifier
 
@@ -343,8 +343,8 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
     classes = classes_for(named, classes_path, outputs, source=path.name)
     normalization = "none" if _starts_by_scaling(model) else DEFAULT_CUSTOM_NORMALIZATION
     classifier = KerasRunner(model, "custom", str(path), used_device, input_size, classes, normalization,
-                            backend=backend, ends_in_probabilities=_ends_in_probabilities(model),
-                            parameters=model.count_params(), notice=notice)
+                             backend=backend, ends_in_probabilities=_ends_in_probabilities(model),
+                             parameters=model.count_params(), notice=notice)
     _classifiers[key] = classifier
     return classifier
 

@@ -1,8 +1,8 @@
-"""The ONNX Runtime runner: the Keras network exported to ONNX once (onnx_export.py), cached (onnx_cache.py), run without Keras.
+"""The ONNX Runtime runner: the Keras network exported to ONNX once, cached, and run without Keras.
 
-The exported graph takes uint8 images (n, size, size, 3) and gives float32 probabilities: the
-normalization and the softmax are inside it. A run with the file cached imports ONNX Runtime,
-NumPy and Pillow only.
+The export is onnx_export.py (in a child process), its cache onnx_cache.py. The exported graph
+takes uint8 images (n, size, size, 3) and gives float32 probabilities: the normalization and the
+softmax are inside it. A run with the file cached imports ONNX Runtime, NumPy and Pillow only.
 """
 
 import contextlib
