@@ -28,7 +28,8 @@ from PIL import Image  # noqa: E402
 import resclassify  # noqa: E402
 from resclassify.config import resolve_preprocessing  # noqa: E402
 from resclassify.sources.local import find_images  # noqa: E402
-from resclassify.decoding import available_cores, open_decoder, plan_decoding  # noqa: E402
+from resclassify.decoding import open_decoder, plan_decoding  # noqa: E402
+from resclassify.machine import available_cores  # noqa: E402
 from resclassify.images import load_image  # noqa: E402
 
 SAMPLES = sorted(str(p) for p in (REPO / "sample_images").glob("*.jpg"))
@@ -325,7 +326,7 @@ def machine_description(model):
     except OSError:
         pass
     wanted = sorted(f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma"))
-    from resclassify import backends
+    from resclassify import backends, machine
 
     runtime = backends.module(model.backend)
     gpus = [d for d in runtime.devices() if not d.lower().startswith("cpu")]
@@ -335,8 +336,8 @@ def machine_description(model):
         "cpu flags": " ".join(wanted) or "unknown",
         "gpu": ", ".join(gpus) or "none",
         "python": platform.python_version(),
-        "backend": f"{model.backend} {backends.version(model.backend)} on {model.device}",
-        "keras": backends.version("keras"),
+        "backend": f"{model.backend} {machine.version(model.backend)} on {model.device}",
+        "keras": machine.version("keras"),
         "resclassify": resclassify.__version__,
     }
     try:

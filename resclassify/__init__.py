@@ -1,14 +1,17 @@
 """resclassify: label images and measure top-1/top-5 error with Keras's ImageNet ResNet50."""
 
 import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
+from ._version import __version__
 from .config import Preprocessing, resolve_preprocessing
 from .errors import (BackendError, ChoiceError, DatasetError, DecodingError, DeviceError, ExportError, ImageError,
                      InputError, ModelError, PreprocessingError, RecordFileError, ResclassifyError, WeightsError)
 from .sources.ground_truth import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
-
-__version__ = "0.1.0"
+from .runners import Runner, load
 
 __all__ = [
     "about", "classify", "evaluate", "report_from_prediction_files", "find_ground_truth", "load_model",
@@ -19,9 +22,12 @@ __all__ = [
 ]
 
 
-def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None, device="auto", precision="float32",
-               threads=None, backend=None, normalization=None, offline=False, verbose=False, progress=None,
-               notice=None, size=None):
+def load_model(weights: str = "imagenet", *, arch: str = "resnet50", model: str | os.PathLike | None = None,
+               classes: str | os.PathLike | None = None, device: str = "auto", precision: str = "float32",
+               threads: int | None = None, backend: str | None = None, normalization: str | None = None,
+               offline: bool = False, verbose: bool = False,
+               progress: Callable[[str, int, int | None], None] | None = None,
+               notice: Callable[[str], None] | None = None, size: int | None = None) -> Runner:
     """The network, ready to classify.
 
     Either one of Keras's ImageNet ResNets (arch) with its weights: "imagenet" (Keras's cache,
@@ -46,62 +52,9 @@ def load_model(weights="imagenet", *, arch="resnet50", model=None, classes=None,
     load the same one. Its backend is the one asked for: None lets that process choose for its
     own device (ONNX Runtime on a CPU, a Keras backend on a GPU), as this one did for its own.
     """
-    recipe = _recipe(locals())
-    from . import backends
-    from .archs import ARCH_CHOICES
-    from .config import ONNXRUNTIME, PRECISION_CHOICES, check_choice
-    from .errors import ExportError
-    from .model import check_arch_size, load_classifier, load_custom_classifier
-    from .weights import resolve_weights
-
-    check_choice("precision", precision, PRECISION_CHOICES)
-    if model is None:
-        check_choice("architecture", arch, ARCH_CHOICES)
-        check_arch_size(size)  # before any download
-    # Before any download: a backend that is not installed is the first thing to say.
-    chosen = backends.choose(backend, device=device, precision=precision)
-    if chosen == ONNXRUNTIME:
-        from .backends import onnxruntime
-
-        try:
-            classifier = onnxruntime.load_classifier(weights, arch, model_path=model, classes_path=classes,
-                                                     threads=threads, precision=precision,
-                                                     normalization=normalization, input_size=size,
-                                                     offline=offline, progress=progress, notice=notice,
-                                                     verbose=verbose, retry_failed_export=backend is not None)
-            classifier.recipe = recipe
-            return classifier
-        except (ExportError, onnxruntime.OnnxCacheNotWritable) as exc:
-            if backend is not None:
-                raise
-            # ONNX Runtime was only the default: the network still runs, on Keras (an export that
-            # failed, or an ONNX cache that cannot be written).
-            chosen = backends.resolve(None)
-            if notice is not None:
-                notice(f"{exc}; running it on {chosen} instead")
-    if model is not None:
-        classifier = load_custom_classifier(model, device, precision=precision, threads=threads, verbose=verbose,
-                                            classes_path=classes, backend=chosen, notice=notice, size=size)
-    else:
-        path = resolve_weights(weights, arch, offline=offline, progress=progress, notice=notice)
-        classifier = load_classifier(path, arch, device, precision=precision, threads=threads, verbose=verbose,
-                                     classes_path=classes, backend=chosen, notice=notice, size=size)
-    classifier.recipe = recipe
-    return classifier
-
-
-def _recipe(arguments):
-    """load_model's arguments as another process on another machine needs them: paths absolute, no callbacks."""
-    import os
-
-    recipe = {name: value for name, value in arguments.items() if name not in ("progress", "notice", "verbose")}
-    for name in ("model", "classes"):
-        if recipe.get(name) is not None:
-            recipe[name] = os.path.abspath(os.path.expanduser(str(recipe[name])))
-    weights = str(recipe.get("weights"))
-    if weights != "imagenet" and not weights.startswith(("http://", "https://")):
-        recipe["weights"] = os.path.abspath(os.path.expanduser(weights))
-    return recipe
+    return load(weights, arch=arch, model=model, classes=classes, device=device, precision=precision, threads=threads,
+                backend=backend, normalization=normalization, offline=offline, verbose=verbose, progress=progress,
+                notice=notice, size=size)
 
 
 def about(devices=False):
@@ -111,27 +64,26 @@ def about(devices=False):
     with devices=True, the devices each installed backend sees (each listed by a child process,
     so this process never imports a backend).
     """
-    import os
     import platform
 
-    from . import backends
-    from .backends import onnxruntime
+    from . import backends, machine
+    from .runners import default_choice, onnx, onnx_cache
     from .weights import cache_dir, cached_files
 
-    default, why = backends.default_choice()
+    default, why = default_choice()
     info = {
         "resclassify": __version__,
         "python": platform.python_version(),
-        "keras": backends.version("keras"),
+        "keras": machine.version("keras"),
         "backends": backends.describe(devices),
         "default_backend": {"name": default, "why": why},
-        "onnxruntime": backends.version("onnxruntime"),
+        "onnxruntime": machine.version(*onnx.DISTRIBUTIONS),
     }
     # The command people run to find what is wrong: a cache it cannot read is named, not fatal.
     try:
         info["cache_folder"] = str(cache_dir())
         info["cached_weights"] = cached_files()
-        info["cached_onnx"] = onnxruntime.cached_files()
+        info["cached_onnx"] = onnx_cache.cached_files()
         info["cache_problem"] = None
     except ResclassifyError as exc:
         home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -142,8 +94,11 @@ def about(devices=False):
     return info
 
 
-def classify(paths, model, *, top_k=5, batch_size=32, preprocessing=None, workers=None, decoding="auto",
-             max_pixels=DEFAULT_MAX_PIXELS, engine=None, on_probabilities=None, resume=None):
+def classify(paths: Iterable[Any], model: Runner, *, top_k: int = 5, batch_size: int = 32,
+             preprocessing: Preprocessing | None = None, workers: int | None = None, decoding: Any = "auto",
+             max_pixels: int | None = DEFAULT_MAX_PIXELS, engine: Any = None,
+             on_probabilities: Callable[[str, Any], None] | None = None,
+             resume: Any = None) -> Iterator[dict]:
     """Yield one record per input, in order: {"path", "model", "predictions": [...], "run": {...}} or {"path", "error"}.
 
     preprocessing defaults to the model's own (its input size and normalization). run says what

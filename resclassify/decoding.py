@@ -8,7 +8,6 @@ or a run too short to start them.
 
 import collections
 import contextlib
-import math
 import os
 import secrets
 import signal
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import machine
 from .config import DECODING_CHOICES, check_choice
 from .errors import DecodingError, ImageError, InputError
 from .images import DEFAULT_MAX_PIXELS, load_image
@@ -54,47 +54,6 @@ STOP_GRACE_SECONDS = 1.0
 # come to the whole process group, but they are the parent's to handle: it stops the workers in
 # order; a worker that went at once would cost the image it was decoding.
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-def available_cores():
-    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota()
-    if quota:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
-
-
-def _cgroup_cpu_quota():
-    """The CPU quota of this process's cgroup in cores (v2 cpu.max, else v1), or None."""
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            quota = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            period = int(f.read())
-        return quota / period if quota > 0 and period > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def gpu_present():
-    """Whether an NVIDIA GPU is visible, found without importing a framework (a guess for --device auto)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return False
-    try:
-        return bool(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return os.path.exists("/dev/nvidia0")
 
 
 def processes_supported():
@@ -135,12 +94,12 @@ def plan_decoding(images, *, workers=None, mode="auto", device="auto", cores=Non
     runs that died are removed first (remove_stale_segments), so that their room counts.
     """
     check_choice("decoding", mode, DECODING_CHOICES)
-    cores = cores or available_cores()
+    cores = cores or machine.available_cores()
     count = workers or cores
     count = max(1, min(count, images)) if images else 1
     chosen = mode == "auto"
     if mode == "auto":
-        gpu = device == "gpu" or (device == "auto" and gpu_present())
+        gpu = device == "gpu" or (device == "auto" and machine.nvidia_gpu_present())
         many = cores >= PROCESSES_MIN_CORES or (gpu and cores >= 2)
         mode = "processes" if images >= PROCESSES_MIN_IMAGES and many and processes_supported() else "threads"
     elif mode == "processes" and not processes_supported():

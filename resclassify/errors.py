@@ -67,3 +67,9 @@ class OutputError(ResclassifyError):
 
 class ExportError(ModelError):
     """A network loaded in Keras could not be exported to ONNX (or the export does not agree with it)."""
+
+
+def first_line(exc):
+    """The first line of an exception's message (its type's name when it has none): the one line a user sees."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

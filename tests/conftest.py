@@ -257,13 +257,13 @@ def six_eval_folder(tmp_path_factory, predicted_images):
 @pytest.fixture(scope="session")
 def exported_home(tmp_path_factory, weights_file):
     """A KERAS_HOME whose ONNX cache holds the test ResNet50, exported once for the whole session."""
-    from resclassify.backends import onnxruntime as ort_backend
+    from resclassify.runners import onnx as onnx_runner
 
     home = tmp_path_factory.mktemp("onnx-keras-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KERAS_HOME", str(home))
         messages = []
-        classifier = ort_backend.load_classifier(str(weights_file), "resnet50", notice=messages.append)
+        classifier = onnx_runner.load_classifier(str(weights_file), "resnet50", notice=messages.append)
     assert len(messages) == 1 and messages[0].startswith("exporting resnet50 to ONNX once (")
     return home, classifier
 

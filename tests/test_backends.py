@@ -77,13 +77,14 @@ def test_the_flag_wins_over_the_variable_which_wins_over_the_default(monkeypatch
 
 
 def test_without_tensorflow_the_installed_backend_is_the_default(monkeypatch):
-    from resclassify.backends import onnxruntime
+    from resclassify import runners
+    from resclassify.runners import onnx
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(backends, "installed", lambda name: name == "jax")
-    monkeypatch.setattr(onnxruntime, "installed", lambda: False)
+    monkeypatch.setattr(onnx, "installed", lambda: False)
     assert backends.resolve() == "jax"
-    assert backends.default_choice() == ("jax", "KERAS_BACKEND is not set; tensorflow is not installed")
+    assert runners.default_choice() == ("jax", "KERAS_BACKEND is not set; tensorflow is not installed")
 
 
 def test_a_backend_that_is_not_installed_says_what_to_install(monkeypatch, cli_run, weights_file):
@@ -154,8 +155,7 @@ def test_help_info_and_errors_before_the_network_import_no_backend(tmp_path):
 def test_info_lists_versions_the_default_backend_and_cached_weights(cli_run, weights_file, monkeypatch):
     import importlib.metadata
 
-    from resclassify import __version__
-    from resclassify.backends import onnxruntime
+    from resclassify import __version__, machine
     from resclassify.weights import KNOWN_WEIGHTS, cache_dir
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
@@ -170,10 +170,10 @@ def test_info_lists_versions_the_default_backend_and_cached_weights(cli_run, wei
     assert lines[4].split() == ["jax", importlib.metadata.version("jax"), "(jaxlib",
                                 importlib.metadata.version("jaxlib") + ")"]
     # On a CPU with ONNX Runtime installed (the test extra installs it), a run gets ONNX Runtime.
-    monkeypatch.setattr(onnxruntime, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: False)
     assert "backend         onnxruntime (KERAS_BACKEND is not set; ONNX Runtime is installed and there is no " \
            "NVIDIA GPU)" in cli_run("info").stdout.splitlines()
-    monkeypatch.setattr(onnxruntime, "nvidia_gpu_present", lambda: True)
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: True)
     lines = cli_run("info").stdout.splitlines()
     assert "backend         tensorflow (KERAS_BACKEND is not set; an NVIDIA GPU is present (ONNX Runtime runs on " \
            "the CPU))" in lines
@@ -231,7 +231,7 @@ def jax_out_of_memory():
 @pytest.mark.parametrize("backend, out_of_memory", [("tensorflow", tensorflow_out_of_memory),
                                                     pytest.param("jax", jax_out_of_memory, marks=pytest.mark.jax)])
 def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, backend, out_of_memory):
-    from resclassify import model as model_module
+    from resclassify.runners import keras as keras_runner
 
     runtime = backends.module(backend)
     error = out_of_memory()
@@ -249,10 +249,10 @@ def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, backend, out_of
 
     stand_in = SimpleNamespace(compile_network=compile_network, stage=lambda batch: batch,
                                is_out_of_memory=runtime.is_out_of_memory)
-    monkeypatch.setattr(model_module, "_runtime", lambda name: stand_in)
+    monkeypatch.setattr(keras_runner, "_runtime", lambda name: stand_in)
     notices = []
-    classifier = model_module.Classifier(None, "resnet50", "w.h5", "gpu", 4, None, backend=backend,
-                                         notice=notices.append)
+    classifier = keras_runner.KerasRunner(None, "resnet50", "w.h5", "gpu", 4, None, backend=backend,
+                                          notice=notices.append)
     batch = np.arange(20, dtype=np.uint8).repeat(48).reshape(20, 4, 4, 3)
     got = classifier.predict(classifier.stage(batch[:13], pad_to=16), pad_to=16)
     np.testing.assert_array_equal(got, batch[:13, 0, 0, :].astype(np.float32))
@@ -267,7 +267,7 @@ def test_out_of_memory_halves_the_batch_and_says_so(monkeypatch, backend, out_of
 
 @pytest.mark.slow  # imports TensorFlow to make its error
 def test_out_of_memory_at_one_image_is_an_error(monkeypatch):
-    from resclassify import model as model_module
+    from resclassify.runners import keras as keras_runner
 
     def compile_network(keras_model, body):
         def run(batch):
@@ -276,8 +276,8 @@ def test_out_of_memory_at_one_image_is_an_error(monkeypatch):
 
     runtime = SimpleNamespace(compile_network=compile_network, stage=lambda b: b,
                               is_out_of_memory=backends.module("tensorflow").is_out_of_memory)
-    monkeypatch.setattr(model_module, "_runtime", lambda name: runtime)
-    classifier = model_module.Classifier(None, "resnet50", "w.h5", "gpu", 4, None)
+    monkeypatch.setattr(keras_runner, "_runtime", lambda name: runtime)
+    classifier = keras_runner.KerasRunner(None, "resnet50", "w.h5", "gpu", 4, None)
     with pytest.raises(DeviceError, match="^out of gpu memory even at batch size 1$"):
         classifier.predict(np.zeros((2, 4, 4, 3), np.uint8))
 
@@ -347,9 +347,9 @@ def test_jax_gpu_without_one_is_an_error():
 def test_float16_on_a_cpu_warns_once(monkeypatch, cli_run):
     import resclassify
     from resclassify.labels import imagenet_classes
-    from resclassify.model import Classifier
+    from resclassify.runners.keras import KerasRunner
 
-    class StandIn(Classifier):
+    class StandIn(KerasRunner):
         def predict(self, batch, pad_to=None, normalization=None):
             return np.full((len(batch), 1000), 1e-3, np.float32)
 

@@ -327,11 +327,11 @@ def test_plan_picks_processes_where_they_pay_and_threads_where_they_do_not(image
 
 
 def test_plan_follows_what_the_user_asked_for(monkeypatch):
-    import resclassify.decoding as decoding
+    from resclassify import machine
 
     assert plan_decoding(10, mode="processes", workers=4, cores=2) == DecodePlan("processes", 4)
     assert plan_decoding(10_000, mode="threads", cores=16, device="gpu") == DecodePlan("threads", 16)
-    monkeypatch.setattr(decoding, "gpu_present", lambda: True)
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: True)
     assert plan_decoding(10_000, cores=4, device="auto").mode == "processes"
     assert plan_decoding(10_000, cores=4, device="cpu").mode == "threads"
     with pytest.raises(ValueError, match="unknown decoding 'fork'"):

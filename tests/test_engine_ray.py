@@ -189,16 +189,16 @@ class StandInNetwork:
 def test_actors_choose_the_runtime_for_their_own_device(weights_file, monkeypatch):
     """The driver on a CPU node with the onnx extra gets ONNX Runtime; an actor on a GPU node must not (ONNX
     Runtime runs on the CPU only): without --backend, each actor chooses for its own device."""
-    import resclassify.model
-    from resclassify import resolve_preprocessing
-    from resclassify.backends import onnxruntime as ort
+    from resclassify import machine, resolve_preprocessing
     from resclassify.engines.ray import Classify, actor_recipe
+    from resclassify.runners import keras as keras_runner
+    from resclassify.runners import onnx as ort
 
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setattr(ort, "installed", lambda: True)
-    monkeypatch.setattr(ort, "nvidia_gpu_present", lambda: False)  # stand-in device check: a CPU node
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: False)  # stand-in device check: a CPU node
     monkeypatch.setattr(ort, "load_classifier", lambda *args, **kwargs: StandInNetwork("onnxruntime", "cpu"))
-    monkeypatch.setattr(resclassify.model, "load_classifier",
+    monkeypatch.setattr(keras_runner, "load_classifier",
                         lambda path, arch, device, *, backend, **kwargs: StandInNetwork(backend, device))
 
     driver = resclassify.load_model(str(weights_file), device="cpu")

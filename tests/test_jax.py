@@ -74,7 +74,7 @@ def test_bfloat16_runs_on_jax(parity, jax_runs):
 
 def test_threads_jax_cannot_bound_are_not_claimed(parity, jax_runs):
     """XLA's CPU runtime takes no thread count but one: --threads 5 is not applied, so nothing says it was."""
-    from resclassify.decoding import available_cores
+    from resclassify.machine import available_cores
 
     cores = available_cores()
     run = on_jax(jax_runs, "threads")

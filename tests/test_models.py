@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resclassify import model as model_module
 from resclassify.archs import ARCHS
 from resclassify.errors import WeightsError
+from resclassify.runners import keras as keras_runner
 from conftest import BACKEND_TOLERANCE, assert_records_match
 from weights_factory import colour_image
 
@@ -20,27 +20,27 @@ def normalize_calls(monkeypatch):
     The batch reaches the network as uint8: nothing is normalized on the way.
     """
     calls = []
-    real = model_module.Classifier.predict
+    real = keras_runner.KerasRunner.predict
 
     def spy(self, batch, pad_to=None, normalization=None):
-        staged = isinstance(batch, model_module.StagedBatch)
+        staged = isinstance(batch, keras_runner.StagedBatch)
         pixels = np.asarray(batch.data if staged else batch)
         assert pixels.dtype == np.uint8
         count = batch.count if staged else len(pixels)
         calls.append(((count,) + pixels.shape[1:], normalization or self.normalization))
         return real(self, batch, pad_to, normalization)
 
-    monkeypatch.setattr(model_module.Classifier, "predict", spy)
+    monkeypatch.setattr(keras_runner.KerasRunner, "predict", spy)
     return calls
 
 
 @pytest.fixture
 def forget_models():
     """Drop the networks a test loads, so six ResNets do not stay in memory for the whole session."""
-    before = set(model_module._classifiers)
+    before = set(keras_runner._classifiers)
     yield
-    for key in set(model_module._classifiers) - before:
-        del model_module._classifiers[key]
+    for key in set(keras_runner._classifiers) - before:
+        del keras_runner._classifiers[key]
 
 
 @pytest.fixture

@@ -20,8 +20,10 @@ import pytest
 
 from conftest import REPO, wait_for
 from processes import alive, children
-from resclassify.backends import onnxruntime as ort_backend
+from resclassify import machine
 from resclassify.errors import ExportError
+from resclassify.runners import onnx as onnx_runner
+from resclassify.runners import onnx_cache, onnx_export
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 pytestmark = pytest.mark.onnx
@@ -42,9 +44,9 @@ def colours(tmp_path_factory):
     home = folder / "exported-home"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KERAS_HOME", str(home))
-        ort_backend._classifiers.clear()
-        ort_backend.load_classifier(model_path=folder / "colours.keras", normalization="tf")
-        ort_backend._classifiers.clear()
+        onnx_runner._classifiers.clear()
+        onnx_runner.load_classifier(model_path=folder / "colours.keras", normalization="tf")
+        onnx_runner._classifiers.clear()
     [onnx] = (home / "models" / "onnx").glob("*.onnx")
     about = json.loads(onnx.with_suffix(".json").read_text())
     learnt = {k: about[k] for k in ("input_size", "classes", "normalization", "parameters")}
@@ -54,9 +56,9 @@ def colours(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_sessions():
-    ort_backend._classifiers.clear()
+    onnx_runner._classifiers.clear()
     yield
-    ort_backend._classifiers.clear()
+    onnx_runner._classifiers.clear()
 
 
 def copying_exporter(colours, calls):
@@ -86,9 +88,9 @@ with open(job["result"], "w") as f:
 # The command line, with the export child replaced by STAND_IN_CHILD.
 CLI_WITH_STAND_IN = """
 import json, sys
-from resclassify.backends import onnxruntime
+from resclassify.runners import onnx_export
 child = sys.argv[2]
-onnxruntime.export_command = lambda job: [sys.executable, "-c", child, json.dumps(job)]
+onnx_export.export_command = lambda job: [sys.executable, "-c", child, json.dumps(job)]
 from resclassify.cli import main
 sys.argv = ["resclassify"] + sys.argv[3:]
 main()
@@ -112,11 +114,11 @@ def start_cli_with_stand_in(colours, child_code, **env):
 
 
 def onnx_folder():
-    return ort_backend.cache_folder()
+    return onnx_cache.cache_folder()
 
 
 def the_key(colours):
-    return ort_backend.ExportKey("custom-colours", "custom", f"sha256:{ort_backend.file_sha256(colours.model)}",
+    return onnx_cache.ExportKey("custom-colours", "custom", f"sha256:{onnx_cache.file_sha256(colours.model)}",
                                  None, "tf")
 
 
@@ -162,7 +164,7 @@ def test_processes_starting_together_export_once_and_the_others_wait_for_it(colo
     # The lock goes with its holder; nothing hidden is left.
     assert lock is not None and not lock.exists()
     assert sorted(p.name for p in onnx_folder().iterdir()) == sorted(
-        [onnx_file.name, onnx_file.with_suffix(".json").name, ort_backend.HASHES_FILE])
+        [onnx_file.name, onnx_file.with_suffix(".json").name, onnx_cache.HASHES_FILE])
 
 
 def test_a_lock_left_by_a_dead_process_is_taken(colours):
@@ -170,7 +172,7 @@ def test_a_lock_left_by_a_dead_process_is_taken(colours):
     onnx_folder().mkdir(parents=True, exist_ok=True)
     key.lock_path.write_text("")  # what a process killed while exporting leaves: the file, no flock
     calls, messages = [], []
-    ort_backend.load_classifier(model_path=colours.model, normalization="tf", notice=messages.append,
+    onnx_runner.load_classifier(model_path=colours.model, normalization="tf", notice=messages.append,
                                 exporter=copying_exporter(colours, calls))
     assert len(calls) == 1 and len(messages) == 1 and messages[0].startswith("exporting custom-colours")
     assert not key.lock_path.exists()
@@ -194,20 +196,20 @@ def test_a_stop_between_writing_the_file_and_its_record_leaves_no_half_pair(colo
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
-        ort_backend.load_classifier(model_path=colours.model, normalization="tf",
+        onnx_runner.load_classifier(model_path=colours.model, normalization="tf",
                                     exporter=copying_exporter(colours, []))
     monkeypatch.setattr(os, "replace", real_replace)
     # Nothing at the model's path, or the model with its record: never a model without its record.
     messages = []
     if key.path.exists():
-        assert ort_backend.cached_export(key, messages.append) is not None and messages == []
+        assert onnx_cache.cached_export(key, messages.append) is not None and messages == []
     else:
-        assert ort_backend.cached_files() == []
+        assert onnx_cache.cached_files() == []
     assert list(onnx_folder().glob(".*")) == []
     # The next run works, saying only what a first run says.
     calls = []
-    ort_backend._classifiers.clear()
-    classifier = ort_backend.load_classifier(model_path=colours.model, normalization="tf", notice=messages.append,
+    onnx_runner._classifiers.clear()
+    classifier = onnx_runner.load_classifier(model_path=colours.model, normalization="tf", notice=messages.append,
                                              exporter=copying_exporter(colours, calls))
     assert messages in ([], [f"exporting custom-colours to ONNX once ({key.path}); later runs start from it without "
                              "TensorFlow"])
@@ -219,9 +221,9 @@ def test_a_stop_between_writing_the_file_and_its_record_leaves_no_half_pair(colo
 
 HASH_MANY = """
 import sys
-from resclassify.backends import onnxruntime
+from resclassify.runners import onnx_cache
 for path in sys.argv[1:]:
-    onnxruntime.file_sha256(path)
+    onnx_cache.file_sha256(path)
 """
 
 
@@ -236,9 +238,9 @@ def test_runs_hashing_at_once_keep_each_others_entries(tmp_path):
     runs = [subprocess.Popen([sys.executable, "-c", HASH_MANY, *map(str, files[run * 25:(run + 1) * 25])], env=env)
             for run in range(4)]
     assert [run.wait(timeout=120) for run in runs] == [0] * 4
-    memo = json.loads((onnx_folder() / ort_backend.HASHES_FILE).read_text())
+    memo = json.loads((onnx_folder() / onnx_cache.HASHES_FILE).read_text())
     assert sorted(memo) == sorted(str(f.resolve()) for f in files)
-    assert [p.name for p in onnx_folder().iterdir()] == [ort_backend.HASHES_FILE]  # no lock file left
+    assert [p.name for p in onnx_folder().iterdir()] == [onnx_cache.HASHES_FILE]  # no lock file left
 
 
 # --- a failed export is remembered --------------------------------------------------------------
@@ -246,7 +248,7 @@ def test_runs_hashing_at_once_keep_each_others_entries(tmp_path):
 @pytest.fixture
 def cpu_machine(monkeypatch):
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    monkeypatch.setattr(ort_backend, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: False)
 
 
 def test_a_failed_default_export_is_remembered_until_onnxruntime_is_asked_for(cli_run, colours, cpu_machine,
@@ -257,7 +259,7 @@ def test_a_failed_default_export_is_remembered_until_onnxruntime_is_asked_for(cl
         tries.append(job)
         raise ExportError("cannot export colours.keras to ONNX: Unsupported op FancyOp")
 
-    monkeypatch.setattr(ort_backend, "run_export_process", fails)
+    monkeypatch.setattr(onnx_export, "run_export_process", fails)
     args = ["predict", "--model", colours.model, "--classes", colours.classes, "--preprocess-mode", "tf", "--json",
             colours.photo]
     first = cli_run(*args)
@@ -267,7 +269,7 @@ def test_a_failed_default_export_is_remembered_until_onnxruntime_is_asked_for(cl
     assert len(tries) == 1
 
     # Later default runs do not try again: straight to TensorFlow, with one line that says why.
-    ort_backend._classifiers.clear()
+    onnx_runner._classifiers.clear()
     again = cli_run(*args)
     assert again.exit_code == 0 and json.loads(again.stdout)["backend"] == "tensorflow"
     assert again.stderr == ("resclassify: warning: the ONNX export of custom-colours failed in an earlier run (cannot "
@@ -276,21 +278,21 @@ def test_a_failed_default_export_is_remembered_until_onnxruntime_is_asked_for(cl
     assert len(tries) == 1
 
     # Another tf2onnx (or Keras, or resclassify) may export it: the marker does not hold for it.
-    real_versions = ort_backend.export_versions
-    monkeypatch.setattr(ort_backend, "export_versions", lambda: {**real_versions(), "tf2onnx": "99.0"})
+    real_versions = onnx_cache.export_versions
+    monkeypatch.setattr(onnx_cache, "export_versions", lambda: {**real_versions(), "tf2onnx": "99.0"})
     cli_run(*args)
     assert len(tries) == 2
-    monkeypatch.setattr(ort_backend, "export_versions", real_versions)
+    monkeypatch.setattr(onnx_cache, "export_versions", real_versions)
 
     # Asked for by name, the export is tried again; once it works, the default runs use it.
     asked = cli_run(*args, "--backend", "onnxruntime")
     assert asked.exit_code == 1 and len(tries) == 3
     assert asked.stderr.splitlines()[-1] == ("resclassify: error: cannot export colours.keras to ONNX: Unsupported "
                                              "op FancyOp")
-    monkeypatch.setattr(ort_backend, "run_export_process", copying_exporter(colours, tries))
+    monkeypatch.setattr(onnx_export, "run_export_process", copying_exporter(colours, tries))
     assert cli_run(*args, "--backend", "onnxruntime").exit_code == 0 and len(tries) == 4
     assert list(onnx_folder().glob("*.export-failed.json")) == []
-    ort_backend._classifiers.clear()
+    onnx_runner._classifiers.clear()
     default = cli_run(*args)
     assert json.loads(default.stdout)["backend"] == "onnxruntime" and default.stderr == ""
 
@@ -300,8 +302,6 @@ def test_a_failed_default_export_is_remembered_until_onnxruntime_is_asked_for(cl
 def test_the_export_collects_garbage_between_tf2onnx_optimizers():
     """tf2onnx deep-copies the graph before each optimizer; collecting the copies took ResNet50's export from 8.2 to 3.0 GiB."""
     import gc
-
-    from resclassify.backends import onnx_export
 
     optimizer = pytest.importorskip("tf2onnx.optimizer")
     before = dict(optimizer._optimizers)
@@ -331,7 +331,7 @@ time.sleep(300)
 
 @needs_proc
 def test_an_interrupted_export_stops_its_child_and_removes_its_temporary(colours, monkeypatch):
-    monkeypatch.setattr(ort_backend, "export_command", lambda job: [sys.executable, "-c", SLOW_CHILD, json.dumps(job)])
+    monkeypatch.setattr(onnx_export, "export_command", lambda job: [sys.executable, "-c", SLOW_CHILD, json.dumps(job)])
     main = threading.get_ident()
     seen = []
     # Children earlier tests left to this process (multiprocessing's resource tracker, forkserver) are not the export's.
@@ -350,11 +350,11 @@ def test_an_interrupted_export_stops_its_child_and_removes_its_temporary(colours
     interrupter.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            ort_backend.load_classifier(model_path=colours.model, normalization="tf")
+            onnx_runner.load_classifier(model_path=colours.model, normalization="tf")
     finally:
         interrupter.join()
     assert seen and not any(alive(pid) for pid in seen)
-    assert sorted(p.name for p in onnx_folder().iterdir()) == [ort_backend.HASHES_FILE]
+    assert sorted(p.name for p in onnx_folder().iterdir()) == [onnx_cache.HASHES_FILE]
 
 
 @needs_proc
@@ -372,7 +372,7 @@ def test_a_run_killed_outright_takes_its_export_child_along_and_the_next_run_cle
     assert wait_for(lambda: not alive(child[0]), timeout=10), "the export child runs on alone"
     [left] = onnx_folder().glob(".*.onnx.*.part")  # a kill -9 leaves its temporary: the next run removes it
     calls = []
-    monkeypatch.setattr(ort_backend, "run_export_process", copying_exporter(colours, calls))
+    monkeypatch.setattr(onnx_export, "run_export_process", copying_exporter(colours, calls))
     result = cli_run(*predict_args(colours))
     assert result.exit_code == 0, result.stderr
     assert len(calls) == 1 and not left.exists()
@@ -393,7 +393,7 @@ def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(colours):
     os.utime(live_part, (old, old))
     with open(live_part, "rb") as writer:
         assert _lock(writer) is True  # a slow export in another process holds its file
-        ort_backend.load_classifier(model_path=colours.model, normalization="tf",
+        onnx_runner.load_classifier(model_path=colours.model, normalization="tf",
                                     exporter=copying_exporter(colours, []))
         assert not dead.exists() and live_part.exists()
 
@@ -402,10 +402,10 @@ def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(colours):
 
 def test_a_reused_session_keeps_each_callers_notice_and_exporter(colours):
     first_calls, first_messages = [], []
-    first = ort_backend.load_classifier(model_path=colours.model, normalization="tf", notice=first_messages.append,
+    first = onnx_runner.load_classifier(model_path=colours.model, normalization="tf", notice=first_messages.append,
                                         exporter=copying_exporter(colours, first_calls))
     second_calls, second_messages = [], []
-    second = ort_backend.load_classifier(model_path=colours.model, normalization="tf",
+    second = onnx_runner.load_classifier(model_path=colours.model, normalization="tf",
                                          notice=second_messages.append,
                                          exporter=copying_exporter(colours, second_calls))
     assert len(first_calls) == 1 and second_calls == [] and len(first_messages) == 1 and second_messages == []

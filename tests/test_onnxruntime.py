@@ -5,6 +5,7 @@ work on a copy of it, and tests of the cache's bookkeeping use a stand-in export
 that file rather than exporting again.
 """
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -15,10 +16,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SAMPLE_IMAGES, save_image
-from resclassify.backends import onnxruntime as ort_backend
+from resclassify import machine
 from resclassify.config import resolve_preprocessing
 from resclassify.errors import ExportError
 from resclassify.images import load_image
+from resclassify.runners import onnx as onnx_runner
+from resclassify.runners import onnx_cache, onnx_export
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 pytestmark = pytest.mark.onnx
@@ -31,9 +34,9 @@ def onnx_home(exported_home, monkeypatch, tmp_path):
     home = tmp_path / "keras-home-copy"
     shutil.copytree(source, home)
     monkeypatch.setenv("KERAS_HOME", str(home))
-    ort_backend._classifiers.clear()
+    onnx_runner._classifiers.clear()
     yield home
-    ort_backend._classifiers.clear()
+    onnx_runner._classifiers.clear()
 
 
 @pytest.fixture
@@ -137,7 +140,7 @@ def test_each_part_of_the_key_names_another_file(change):
         "precision": {"precision": "bfloat16"},
         "arch": {"label": "resnet50v2", "arch": "resnet50v2"},
     }[change])
-    first, second = ort_backend.ExportKey(**base), ort_backend.ExportKey(**other)
+    first, second = onnx_cache.ExportKey(**base), onnx_cache.ExportKey(**other)
     assert first.path != second.path and first.about_path != second.about_path
     assert first.path.parent == second.path.parent
 
@@ -145,7 +148,7 @@ def test_each_part_of_the_key_names_another_file(change):
 def test_a_warm_cache_exports_nothing(onnx_home, weights_file):
     calls = []
     messages = []
-    classifier = ort_backend.load_classifier(str(weights_file), "resnet50", notice=messages.append,
+    classifier = onnx_runner.load_classifier(str(weights_file), "resnet50", notice=messages.append,
                                              exporter=lambda job, verbose=False: calls.append(job))
     assert calls == [] and messages == []
     assert classifier.onnx_path == str(the_onnx_file(onnx_home))
@@ -161,7 +164,7 @@ def test_another_weights_file_gets_another_onnx_file(onnx_home, weights_file, tm
         f.write(bytes([last[0] ^ 1]))
     calls = []
     first = the_onnx_file(onnx_home)
-    classifier = ort_backend.load_classifier(str(other), "resnet50",
+    classifier = onnx_runner.load_classifier(str(other), "resnet50",
                                              exporter=copying_exporter(first, calls))
     assert len(calls) == 1 and calls[0]["weights"] == str(other)
     assert sorted(p.name for p in (onnx_home / "models" / "onnx").glob("*.onnx")) == sorted(
@@ -179,13 +182,13 @@ def test_a_failed_export_leaves_nothing_at_the_final_path(onnx_home, weights_fil
         raise ExportError("the exporter fell over")
 
     with pytest.raises(ExportError, match="fell over"):
-        ort_backend.load_classifier(str(weights_file), "resnet50", exporter=half_written_then_fails)
+        onnx_runner.load_classifier(str(weights_file), "resnet50", exporter=half_written_then_fails)
     # The earlier record, and the marker that remembers the failure (for default runs): no file.
     assert sorted(os.listdir(target.parent)) == sorted([
-        ort_backend.HASHES_FILE, target.with_suffix(".json").name, target.with_suffix(".export-failed.json").name])
+        onnx_cache.HASHES_FILE, target.with_suffix(".json").name, target.with_suffix(".export-failed.json").name])
     # The next run exports again and works.
     calls = []
-    classifier = ort_backend.load_classifier(str(weights_file), "resnet50",
+    classifier = onnx_runner.load_classifier(str(weights_file), "resnet50",
                                              exporter=copying_exporter(session_file, calls))
     assert len(calls) == 1 and target.is_file()
     assert classifier.predict(sample_batch()[:1]).shape == (1, 1000)
@@ -203,7 +206,7 @@ def test_a_damaged_file_is_rebuilt_with_a_notice(onnx_home, weights_file, sessio
         data = bytearray(b"<html>proxy error</html>")
     target.write_bytes(bytes(data))
     calls, messages = [], []
-    classifier = ort_backend.load_classifier(str(weights_file), "resnet50", notice=messages.append,
+    classifier = onnx_runner.load_classifier(str(weights_file), "resnet50", notice=messages.append,
                                              exporter=copying_exporter(session_file, calls))
     assert len(calls) == 1
     assert messages[0] == (f"{target} is damaged (sha256 {_sha256_bytes(data)}, expected "
@@ -220,7 +223,7 @@ def _sha256_bytes(data):
 
 
 def _reference_probabilities(path):
-    session = ort_backend.open_session(path)
+    session = onnx_runner.open_session(path)
     return session.run(None, {"images": sample_batch()})[0]
 
 
@@ -233,24 +236,24 @@ def test_a_copied_cache_is_checked_once_then_trusted(onnx_home, weights_file, mo
     real = weights.file_hash
     monkeypatch.setattr(weights, "file_hash", lambda path, algorithm: hashed.append(str(path)) or real(path, algorithm))
     never = lambda job, verbose=False: pytest.fail("exported again")  # noqa: E731
-    ort_backend.load_classifier(str(weights_file), "resnet50", exporter=never)
+    onnx_runner.load_classifier(str(weights_file), "resnet50", exporter=never)
     assert hashed == [str(target)]
-    ort_backend._classifiers.clear()
-    ort_backend.load_classifier(str(weights_file), "resnet50", exporter=never)
+    onnx_runner._classifiers.clear()
+    onnx_runner.load_classifier(str(weights_file), "resnet50", exporter=never)
     assert hashed == [str(target)]  # the record now knows the new time: no second hash
 
 
 def test_a_record_from_another_format_is_rebuilt(onnx_home, weights_file, session_file):
     about_path = the_onnx_file(onnx_home).with_suffix(".json")
     about = json.loads(about_path.read_text())
-    about["format"] = ort_backend.FORMAT_VERSION - 1
+    about["format"] = onnx_cache.FORMAT_VERSION - 1
     about_path.write_text(json.dumps(about))
     calls, messages = [], []
-    ort_backend.load_classifier(str(weights_file), "resnet50", notice=messages.append,
+    onnx_runner.load_classifier(str(weights_file), "resnet50", notice=messages.append,
                                 exporter=copying_exporter(session_file, calls))
     assert len(calls) == 1
     assert "made by another version" in messages[0]
-    assert json.loads(about_path.read_text())["format"] == ort_backend.FORMAT_VERSION
+    assert json.loads(about_path.read_text())["format"] == onnx_cache.FORMAT_VERSION
 
 
 def test_a_weights_file_is_hashed_once_while_it_is_unchanged(weights_file, monkeypatch, tmp_path):
@@ -261,11 +264,11 @@ def test_a_weights_file_is_hashed_once_while_it_is_unchanged(weights_file, monke
     monkeypatch.setattr(weights, "file_hash", lambda path, algorithm: hashed.append(str(path)) or real(path, algorithm))
     copy = tmp_path / "copy.h5"
     shutil.copyfile(weights_file, copy)
-    first = ort_backend.file_sha256(copy)
-    assert ort_backend.file_sha256(copy) == first and hashed == [str(copy.resolve())]
+    first = onnx_cache.file_sha256(copy)
+    assert onnx_cache.file_sha256(copy) == first and hashed == [str(copy.resolve())]
     data = copy.read_bytes()
     copy.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    assert ort_backend.file_sha256(copy) == _sha256(copy) != first
+    assert onnx_cache.file_sha256(copy) == _sha256(copy) != first
     assert len(hashed) == 2
 
 
@@ -321,7 +324,7 @@ def test_own_model_exports_once_says_so_then_runs_without_tensorflow(cli_run, co
 
     first = cli_run(*args, "--backend", "onnxruntime")
     records = records_of(first)
-    [onnx_file] = (ort_backend.cache_folder()).glob("custom-colours-*.onnx")
+    [onnx_file] = (onnx_cache.cache_folder()).glob("custom-colours-*.onnx")
     assert first.stderr == (f"resclassify: warning: exporting custom-colours to ONNX once ({onnx_file}); later runs "
                             "start from it without TensorFlow\n")
     assert [r["predictions"][0]["label"] for r in records] == ["red", "green", "blue"]
@@ -382,7 +385,7 @@ def test_eval_figures_are_the_keras_figures(tmp_path, onnx_model, model, predict
 
 def test_a_preprocess_mode_gets_an_export_of_its_own(onnx_home, weights_file, session_file):
     calls = []
-    classifier = ort_backend.load_classifier(str(weights_file), "resnet50",
+    classifier = onnx_runner.load_classifier(str(weights_file), "resnet50",
                                              exporter=copying_exporter(session_file, calls))
     assert calls == [] and classifier.normalization == "caffe"
     classifier.predict(sample_batch()[:1], normalization="torch")
@@ -398,7 +401,7 @@ def test_weights_of_another_arch_are_the_keras_error(cli_run, weights_file, tmp_
     assert error.startswith(f"resclassify: error: cannot load resnet50v2 weights from {weights_file}: ")
     assert error.endswith("(looks like resnet50 weights: pass --arch resnet50)")
     # Nothing half-made is left in the cache.
-    assert [p.name for p in ort_backend.cache_folder().iterdir()] == [ort_backend.HASHES_FILE]
+    assert [p.name for p in onnx_cache.cache_folder().iterdir()] == [onnx_cache.HASHES_FILE]
 
 
 # --- which runtime runs ------------------------------------------------------------------------
@@ -406,38 +409,38 @@ def test_weights_of_another_arch_are_the_keras_error(cli_run, weights_file, tmp_
 @pytest.fixture
 def cpu_machine(monkeypatch):
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
-    monkeypatch.setattr(ort_backend, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: False)
 
 
 def test_on_a_cpu_onnxruntime_is_the_default(cpu_machine):
-    from resclassify import backends
+    from resclassify import runners
 
-    assert backends.choose() == "onnxruntime"
-    assert backends.choose(device="cpu") == "onnxruntime"
-    assert backends.choose("tensorflow") == "tensorflow"
-    assert backends.choose(precision="bfloat16") == "tensorflow"  # ONNX Runtime computes in float32 only
-    assert backends.choose(device="gpu") == "tensorflow"
+    assert runners.choose() == "onnxruntime"
+    assert runners.choose(device="cpu") == "onnxruntime"
+    assert runners.choose("tensorflow") == "tensorflow"
+    assert runners.choose(precision="bfloat16") == "tensorflow"  # ONNX Runtime computes in float32 only
+    assert runners.choose(device="gpu") == "tensorflow"
 
 
 def test_an_nvidia_gpu_or_keras_backend_keeps_keras(cpu_machine, monkeypatch):
-    from resclassify import backends
+    from resclassify import runners
 
-    monkeypatch.setattr(ort_backend, "nvidia_gpu_present", lambda: True)
-    assert backends.choose() == "tensorflow"
-    assert backends.choose(device="cpu") == "onnxruntime"
-    monkeypatch.setattr(ort_backend, "nvidia_gpu_present", lambda: False)
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: True)
+    assert runners.choose() == "tensorflow"
+    assert runners.choose(device="cpu") == "onnxruntime"
+    monkeypatch.setattr(machine, "nvidia_gpu_present", lambda: False)
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    assert backends.choose() == "tensorflow"
+    assert runners.choose() == "tensorflow"
 
 
 def test_without_onnxruntime_keras_runs_and_asking_for_it_says_what_to_install(cpu_machine, monkeypatch):
-    from resclassify import backends
+    from resclassify import runners
     from resclassify.errors import BackendError
 
-    monkeypatch.setattr(ort_backend, "installed", lambda: False)
-    assert backends.choose() == "tensorflow"
+    monkeypatch.setattr(onnx_runner, "installed", lambda: False)
+    assert runners.choose() == "tensorflow"
     with pytest.raises(BackendError, match=r"pip install 'resclassify\[onnx\]'"):
-        backends.choose("onnxruntime")
+        runners.choose("onnxruntime")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -466,8 +469,9 @@ def test_an_nvidia_gpu_is_found_without_a_framework(monkeypatch, visible, proc, 
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    monkeypatch.setattr(ort_backend, "_entries", lambda folder: proc if folder.startswith("/proc") else dev)
-    assert ort_backend.nvidia_gpu_present() is expected
+    monkeypatch.setattr(machine, "_entries", lambda folder: proc if folder.startswith("/proc") else dev)
+    monkeypatch.setattr(machine, "_is_character_device", lambda path: True)  # as the driver makes them
+    assert machine.nvidia_gpu_present() is expected
 
 
 def test_a_failed_default_export_falls_back_to_keras_with_a_warning(cli_run, weights_file, cpu_machine, monkeypatch,
@@ -475,7 +479,7 @@ def test_a_failed_default_export_falls_back_to_keras_with_a_warning(cli_run, wei
     def fails(job, verbose=False):
         raise ExportError("cannot export resnet50 to ONNX: Unsupported op FancyOp")
 
-    monkeypatch.setattr(ort_backend, "run_export_process", fails)
+    monkeypatch.setattr(onnx_export, "run_export_process", fails)
     result = cli_run("predict", "--weights", weights_file, "--json", save_image(tmp_path / "a.jpg"))
     [record] = records_of(result)
     assert record["backend"] == "tensorflow"
@@ -499,12 +503,12 @@ def test_weights_download_onnx_prepares_an_offline_machine(cli_run, weights_file
     weights_server.files["/resnet50_weights_tf_dim_ordering_tf_kernels.h5"] = weights_file.read_bytes()
     monkeypatch.setenv("RESCLASSIFY_WEIGHTS_MIRROR", weights_server.url("/"))
     calls = []
-    monkeypatch.setattr(ort_backend, "run_export_process", copying_exporter(session_file, calls))
+    monkeypatch.setattr(onnx_export, "run_export_process", copying_exporter(session_file, calls))
 
     result = cli_run("weights", "download", "--onnx", "resnet50")
     assert result.exit_code == 0, result.stderr
     weights_path, onnx_path = result.stdout.splitlines()
-    assert onnx_path == str(ort_backend.cache_folder() / f"resnet50-224px-caffe-float32-md5-{md5[:16]}.onnx")
+    assert onnx_path == str(onnx_cache.cache_folder() / f"resnet50-224px-caffe-float32-md5-{md5[:16]}.onnx")
     assert len(calls) == 1 and calls[0]["weights"] == weights_path
     assert result.stderr.splitlines()[-1] == "resnet50: ONNX file exported"
     again = cli_run("weights", "download", "--onnx", "resnet50")
@@ -513,19 +517,19 @@ def test_weights_download_onnx_prepares_an_offline_machine(cli_run, weights_file
 
     # The offline machine: the ONNX file alone answers, without the weights file or the network.
     os.unlink(weights_path)
-    ort_backend._classifiers.clear()
+    onnx_runner._classifiers.clear()
     photo = save_image(tmp_path / "a.jpg")
     offline = cli_run("predict", "--offline", "--backend", "onnxruntime", "--json", photo)
     [record] = records_of(offline)
     assert record["backend"] == "onnxruntime" and offline.stderr == ""
-    expected = ort_backend.open_session(session_file).run(
+    expected = onnx_runner.open_session(session_file).run(
         None, {"images": load_image(photo, resolve_preprocessing())[None]})[0][0]
     assert record["predictions"][0]["index"] == int(np.argmax(expected))
     assert len(weights_server.requests) == 1
 
 
 def test_threads_bound_onnxruntime(session_file):
-    session = ort_backend.open_session(session_file, threads=1)
+    session = onnx_runner.open_session(session_file, threads=1)
     assert session.get_session_options().intra_op_num_threads == 1
     assert session.get_session_options().inter_op_num_threads == 1
     assert session.get_providers() == ["CPUExecutionProvider"]
@@ -541,7 +545,7 @@ def test_idle_runtime_threads_sleep_rather_than_spin(tmp_path):
         [onnx.helper.make_tensor_value_info("probabilities", onnx.TensorProto.UINT8, [None, 2])])
     path = tmp_path / "identity.onnx"
     onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), path)
-    session = ort_backend.open_session(path, threads=2)
+    session = onnx_runner.open_session(path, threads=2)
     assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert session.get_session_options().intra_op_num_threads == 2
 
@@ -561,7 +565,7 @@ def test_what_a_killed_export_left_is_removed_by_the_next_export(onnx_home, weig
         seen.append(sorted(p.name for p in target.parent.glob(".*.part")))
         return copying_exporter(session_file, [])(job)
 
-    ort_backend.load_classifier(str(weights_file), "resnet50", exporter=exporter)
+    onnx_runner.load_classifier(str(weights_file), "resnet50", exporter=exporter)
     [during] = seen
     assert stale.name not in during and recent.name not in during
     assert sorted(p.name for p in target.parent.glob(".*")) == []
@@ -573,7 +577,7 @@ def test_info_lists_the_cached_onnx_files(cli_run, onnx_home, weights_file):
     assert info["cached_onnx"] == [{"file": path.name, "size": path.stat().st_size, "path": str(path),
                                     "arch": "resnet50", "weights": str(weights_file), "input_size": 224,
                                     "normalization": "caffe", "precision": "float32"}]
-    assert info["onnxruntime"] == ort_backend.version()
+    assert info["onnxruntime"] == importlib.metadata.version("onnxruntime")
     text = cli_run("info").stdout.splitlines()
     assert text[-1] == f"cached onnx     {path.name} ({path.stat().st_size / 2**20:.1f} MiB)"
 
@@ -595,4 +599,4 @@ def test_a_size_the_model_refuses_is_the_keras_usage_error(cli_run, colour_model
     assert keras.exit_code == 2 and "--size" in keras.stderr
     assert (onnx.exit_code, onnx.stdout, onnx.stderr.splitlines()[-1]) == (
         keras.exit_code, keras.stdout, keras.stderr.splitlines()[-1])
-    assert list(ort_backend.cache_folder().glob("*.onnx")) == []
+    assert list(onnx_cache.cache_folder().glob("*.onnx")) == []

@@ -23,16 +23,12 @@ A backend module (tensorflow.py, jax.py) is a module with:
                                 compiled function takes; numpy itself where that gains nothing)
     is_out_of_memory(exc)       whether exc is the framework's device out-of-memory error
 
-Nothing outside this package imports a backend. ONNX Runtime (onnxruntime.py) runs the network
-Keras exports once (onnx_export.py, in a child process), without Keras: choose() picks it or a
-Keras backend, and its network object has the same methods as model.Classifier:
-predict(uint8_batch, pad_to=None, normalization=None) -> float32 probabilities, with name, arch,
-backend, weights, precision, device, classes, input_size, normalization and preprocessing(...).
+Nothing outside this package imports a backend. The Keras runner (runners/keras.py) runs its
+network through these; ONNX Runtime is a runner of its own (runners/onnx.py), not a backend.
 """
 
 import contextlib
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -40,9 +36,9 @@ import subprocess
 import sys
 import warnings
 
-from ..config import (ALL_BACKEND_CHOICES, BACKEND_CHOICES, CAFFE_MEAN_BGR, DEVICE_CHOICES, ONNXRUNTIME,
-                      PRECISION_CHOICES, TORCH_MEAN_RGB, TORCH_STD_RGB, check_choice)
-from ..errors import BackendError, DeviceError
+from .. import machine
+from ..config import BACKEND_CHOICES, CAFFE_MEAN_BGR, TORCH_MEAN_RGB, TORCH_STD_RGB, check_choice
+from ..errors import BackendError
 
 BACKEND_VARIABLE = "KERAS_BACKEND"
 DEFAULT_BACKEND = "tensorflow"
@@ -66,33 +62,6 @@ def installed(name):
         return False
 
 
-def version(distribution):
-    """An installed distribution's version, or None, without importing it."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def default_choice():
-    """(backend, why) for a run without --backend (on --device auto, in float32), or (None, the reason there is none)."""
-    from . import onnxruntime
-
-    variable = os.environ.get(BACKEND_VARIABLE, "").strip()
-    try:
-        name = choose()
-    except BackendError as exc:
-        return None, str(exc)
-    if variable:
-        return name, f"{BACKEND_VARIABLE}={variable}"
-    if name == ONNXRUNTIME:
-        return name, f"{BACKEND_VARIABLE} is not set; ONNX Runtime is installed and there is no NVIDIA GPU"
-    why = f"{BACKEND_VARIABLE} is not set"
-    if onnxruntime.installed():
-        why += "; an NVIDIA GPU is present (ONNX Runtime runs on the CPU)"
-    return name, why + ("" if name == DEFAULT_BACKEND else f"; {DEFAULT_BACKEND} is not installed")
-
-
 def describe(devices=False):
     """For `resclassify info`: each backend, whether it is installed, its versions, and (if asked) its devices.
 
@@ -102,9 +71,9 @@ def describe(devices=False):
     rows = {}
     for name in BACKEND_CHOICES:
         row = {"installed": installed(name),
-               "version": next(filter(None, map(version, _DISTRIBUTIONS[name])), None)}
+               "version": machine.version(*_DISTRIBUTIONS[name])}
         for companion in _COMPANIONS.get(name, ()):
-            row[companion] = version(companion)
+            row[companion] = machine.version(companion)
         if not row["installed"]:
             row["install"] = _INSTALL[name]
         elif devices:
@@ -158,36 +127,6 @@ def resolve(requested=None):
     if not installed(name):
         raise BackendError(f"{source}: {_LABEL[name]} is not installed; {_INSTALL[name]}")
     return name
-
-
-def choose(requested=None, *, device="auto", precision="float32"):
-    """What runs the network: "onnxruntime", or the Keras backend resolve() picks.
-
-    The flag wins; else KERAS_BACKEND, when set, means Keras on that backend; else ONNX Runtime
-    when it is installed and the run is on the CPU in float32 (it starts ten times sooner and is
-    at least as fast there); else resolve()'s choice. "On the CPU" is --device cpu, or auto on a
-    machine without an NVIDIA GPU, found without importing a framework.
-    """
-    from . import onnxruntime
-
-    check_choice("precision", precision, PRECISION_CHOICES)
-    check_choice("device", device, DEVICE_CHOICES)
-    if requested is not None:
-        check_choice("backend", requested, ALL_BACKEND_CHOICES)
-    if requested == ONNXRUNTIME:
-        if not onnxruntime.installed():
-            raise BackendError("--backend onnxruntime: ONNX Runtime is not installed; pip install 'resclassify[onnx]'")
-        if device == "gpu":
-            raise DeviceError("--backend onnxruntime runs on the CPU; --device gpu runs on --backend tensorflow or jax")
-        if precision not in onnxruntime.PRECISIONS:
-            raise BackendError(f"--backend onnxruntime computes in float32; --precision {precision} runs on "
-                               "--backend tensorflow or jax")
-        return ONNXRUNTIME
-    if (requested is None and not os.environ.get(BACKEND_VARIABLE, "").strip() and onnxruntime.installed()
-            and precision in onnxruntime.PRECISIONS
-            and (device == "cpu" or (device == "auto" and not onnxruntime.nvidia_gpu_present()))):
-        return ONNXRUNTIME
-    return resolve(requested)
 
 
 def applied_threads(name, device, threads):

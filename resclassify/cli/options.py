@@ -92,7 +92,7 @@ def check_preprocessing_options(*, model_path, preprocess, preprocess_mode, exac
                                 interpolation, tta, **_unused):
     """Refuse preprocessing options that cannot work (exit 2) before anything else runs; open_model checks again."""
     from ..config import resolve_preprocessing
-    from ..model import check_arch_size
+    from ..runners.keras import check_arch_size
 
     resolve_preprocessing(preprocess, size=size, crop_fraction=crop_fraction, interpolation=interpolation, tta=tta,
                           mode=preprocess_mode, exact_decode=exact_decode)

@@ -96,7 +96,7 @@ def network_threads(options, classifier=None):
     """The network's CPU threads: --threads where the classifier's runtime applies it, else every core (what the
     backends use unless told), so that the run line and the report never claim a setting that did not apply."""
     from ..backends import applied_threads
-    from ..decoding import available_cores
+    from ..machine import available_cores
 
     if classifier is None:
         return options["threads"] or available_cores()

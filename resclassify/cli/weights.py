@@ -75,9 +75,9 @@ def weights_download(models, with_onnx, quiet):
             click.echo(f"{known.arch}: {what}, md5 {known.md5} checked", err=True)
         click.echo(str(path))
         if with_onnx:
-            from ..backends import onnxruntime
+            from ..runners import onnx
 
-            exported = onnxruntime.prepare(known.arch, notice=notice)
+            exported = onnx.prepare(known.arch, notice=notice)
             if not quiet:
                 click.echo(f"{known.arch}: ONNX file {'exported' if exported.made else 'already in the cache'}",
                            err=True)
@@ -106,7 +106,7 @@ def weights_verify(file, arch, verbose):
     Exit status 0 when every check passes, 1 otherwise.
     """
     from ..errors import WeightsError
-    from ..model import load_classifier
+    from ..runners.keras import load_classifier
     from ..weights import file_hash, known_by_file_name
 
     known = known_by_file_name(os.path.basename(file))

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from ..errors import InputError, ResclassifyError
+from ..errors import InputError, ResclassifyError, first_line
 from ..images import DEFAULT_MAX_PIXELS, load_image
 from ..pipeline import Scored, images_per_batch, probabilities_of
 
@@ -83,9 +83,9 @@ class Classify:
     """
 
     def __init__(self, recipe=None, *, preprocessing=None, batch_size=32, top_k=None, **load_model_arguments):
-        from .. import load_model
+        from ..runners import load
 
-        self.classifier = load_model(**{**(recipe or {}), **load_model_arguments})
+        self.classifier = load(**{**(recipe or {}), **load_model_arguments})
         self.preprocessing = preprocessing or self.classifier.preprocessing()
         # batch_size counts network inputs, as in the local pipeline: with test-time views, the
         # images whose views fill one call (at least one), never split across calls.
@@ -224,7 +224,7 @@ class RayEngine:
                                  **({"num_cpus": self.num_cpus} if self.num_cpus else {}))
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError, ...
             where = f"at {self.address}" if self.address else "on this machine"
-            raise RayEngineError(f"cannot start or reach Ray {where}: {_first_line(exc)}") from None
+            raise RayEngineError(f"cannot start or reach Ray {where}: {first_line(exc)}") from None
         self._started_here = True
 
     def close(self):
@@ -314,7 +314,7 @@ class RayEngine:
         except Exception as exc:
             if isinstance(exc, ResclassifyError) or not _is_ray_error(exc):
                 raise
-            raise RayEngineError(f"the Ray run failed: {_first_line(exc)}") from exc
+            raise RayEngineError(f"the Ray run failed: {first_line(exc)}") from exc
 
 
 def actor_recipe(recipe, device, threads):
@@ -395,7 +395,3 @@ def _loopback_only(address):
 def _is_ray_error(exc):
     return type(exc).__module__.startswith("ray.")
 
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

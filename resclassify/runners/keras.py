@@ -1,4 +1,7 @@
-"""Builds and loads the network through a backend (backends/); uint8 batches in, probabilities out."""
+"""The Keras runner: one of Keras's ResNets or a user's own Keras model, on any Keras backend (through backends/).
+
+uint8 batches in, probabilities out; the normalization runs inside the compiled network function.
+"""
 
 import contextlib
 import functools
@@ -7,19 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backends
-from .archs import ARCHS, ARCH_CHOICES, MIN_INPUT_SIZE, arch_from_weights_names
-from .config import (DEFAULT_CUSTOM_NORMALIZATION, DEFAULT_SIZE, NORMALIZE_MODES, PRECISION_CHOICES, check_choice,
-                     resolve_preprocessing)
-from .errors import DeviceError, ModelError, PreprocessingError, WeightsError
-from .labels import ClassIndex, imagenet_classes, read_class_file
+from .. import backends
+from ..archs import ARCHS, ARCH_CHOICES, MIN_INPUT_SIZE, arch_from_weights_names
+from ..config import DEFAULT_CUSTOM_NORMALIZATION, DEFAULT_SIZE, NORMALIZE_MODES, PRECISION_CHOICES, check_choice
+from ..errors import DeviceError, ModelError, PreprocessingError, WeightsError, first_line
+from .base import RunnerBase, checked_model_file, classes_for, read_classes
 
-_classifiers = {}
+_classifiers: dict = {}
 
 
 @dataclass
-class Classifier:
-    """A loaded network: uint8 batches in, class probabilities out.
+class KerasRunner(RunnerBase):
+    """A network loaded in Keras: uint8 batches in, class probabilities out.
 
     arch is one of archs.ARCH_CHOICES, or "custom" for a user's own model (then weights is
     the model file); normalization is what the network expects unless the user says otherwise.
@@ -39,19 +41,7 @@ class Classifier:
     parameters: int = 0  # of the network as built, before batch norms are folded
     notice: object = field(default=None, repr=False)  # called with one-line messages (a smaller batch)
     _functions: dict = field(default_factory=dict, repr=False)
-    _batch_limit: int = field(default=None, repr=False)  # set when the device ran out of memory
-
-    @property
-    def name(self):
-        """What ran, in a word: the architecture, or the file name of a user's own model."""
-        return Path(self.weights).name if self.arch == "custom" else self.arch
-
-    def preprocessing(self, name="center-crop", *, crop_fraction=None, interpolation=None, tta=None, mode=None,
-                      exact_decode=False):
-        """The preprocessing for this network: its input size, and its normalization unless mode overrides it."""
-        return resolve_preprocessing(name, size=self.input_size, crop_fraction=crop_fraction,
-                                     interpolation=interpolation, tta=tta, mode=mode or self.normalization,
-                                     exact_decode=exact_decode)
+    _batch_limit: int | None = field(default=None, repr=False)  # set when the device ran out of memory
 
     def stage(self, batch, pad_to=None):
         """Pad a uint8 batch to pad_to rows and start copying it to the device; predict() takes the result.
@@ -258,7 +248,7 @@ def load_classifier(weights_path, arch="resnet50", device="auto", *, precision="
     key = (str(weights_path), arch, device, precision, str(classes_path), backend, size)
     if key in _classifiers:
         return _remember_notice(_classifiers[key], notice)
-    classes = _classes(_read_classes(classes_path), classes_path, 1000)
+    classes = classes_for(read_classes(classes_path), classes_path, 1000)
     used_device = backends.activate(backend).configure(device, threads, verbose)
     with backends.native_stderr_silenced(not verbose):
         import keras
@@ -277,12 +267,12 @@ def load_classifier(weights_path, arch="resnet50", device="auto", *, precision="
             model.load_weights(str(weights_path))
         except Exception as exc:  # Keras and h5py raise many kinds for a file that is not weights
             # The full cause stays chained: RESCLASSIFY_DEBUG=1 shows it.
-            raise WeightsError(f"cannot load {arch} weights from {weights_path}: {_first_line(exc)}"
+            raise WeightsError(f"cannot load {arch} weights from {weights_path}: {first_line(exc)}"
                                f"{_other_arch_hint(weights_path, arch)}") from exc
         parameters = model.count_params()
         model = fold_batch_norms(model)
-    classifier = Classifier(model, arch, str(weights_path), used_device, int(model.input_shape[1]), classes,
-                            ARCHS[arch].normalization, precision, backend, parameters=parameters, notice=notice)
+    classifier = KerasRunner(model, arch, str(weights_path), used_device, int(model.input_shape[1]), classes,
+                             ARCHS[arch].normalization, precision, backend, parameters=parameters, notice=notice)
     _classifiers[key] = classifier
     return classifier
 
@@ -337,11 +327,8 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
     key = (str(path), "custom", device, str(classes_path), backend, size)
     if key in _classifiers:
         return _remember_notice(_classifiers[key], notice)
-    if not path.is_file():
-        raise ModelError(f"model {model_path}: {'is not a file' if path.exists() else 'no such file'}")
-    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
-        raise ModelError(f"model {model_path}: expected a .keras file or a full-model .h5 file")
-    named = _read_classes(classes_path)  # before the backend starts: a wrong path should fail fast
+    checked_model_file(model_path)
+    named = read_classes(classes_path)  # before the backend starts: a wrong path should fail fast
     used_device = backends.activate(backend).configure(device, threads, verbose)
     with backends.native_stderr_silenced(not verbose):
         import keras
@@ -351,13 +338,13 @@ def load_custom_classifier(model_path, device="auto", *, precision="float32", th
                 model = keras.models.load_model(str(path), compile=False)
         except Exception as exc:  # a damaged zip, an unknown custom layer, a weights-only .h5, ...
             hint = " (a weights-only .h5 goes with --weights and --arch)" if path.suffix.lower() != ".keras" else ""
-            raise ModelError(f"cannot load the model {model_path}: {_first_line(exc)}{hint}") from exc
+            raise ModelError(f"cannot load the model {model_path}: {first_line(exc)}{hint}") from exc
     input_size, outputs = _model_shape(model, model_path, size)
-    classes = _classes(named, classes_path, outputs, source=path.name)
+    classes = classes_for(named, classes_path, outputs, source=path.name)
     normalization = "none" if _starts_by_scaling(model) else DEFAULT_CUSTOM_NORMALIZATION
-    classifier = Classifier(model, "custom", str(path), used_device, input_size, classes, normalization,
-                            backend=backend, ends_in_probabilities=_ends_in_probabilities(model),
-                            parameters=model.count_params(), notice=notice)
+    classifier = KerasRunner(model, "custom", str(path), used_device, input_size, classes, normalization,
+                             backend=backend, ends_in_probabilities=_ends_in_probabilities(model),
+                             parameters=model.count_params(), notice=notice)
     _classifiers[key] = classifier
     return classifier
 
@@ -411,25 +398,3 @@ def _ends_in_probabilities(model):
         return True
     activation = getattr(last, "activation", None)
     return getattr(activation, "__name__", "") in ("softmax", "sigmoid")
-
-
-def _read_classes(classes_path):
-    return read_class_file(classes_path) if classes_path is not None else None
-
-
-def _classes(classes, classes_path, outputs, source=None):
-    """The class names for a network with `outputs` outputs: the user's file, ImageNet's, or the indices."""
-    if classes is not None:
-        if len(classes) != outputs:
-            raise ModelError(f"classes file {classes_path} has {len(classes)} labels but the model has "
-                             f"{outputs} outputs")
-        return classes
-    if outputs == 1000:
-        return imagenet_classes()
-    # No names given: each class is called by its output index, so results still read.
-    return ClassIndex(labels=tuple(str(i) for i in range(outputs)), source=source)
-
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

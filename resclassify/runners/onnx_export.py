@@ -1,15 +1,23 @@
 """Exports a Keras network to ONNX with normalization and softmax inside: uint8 images in, probabilities out.
 
-It runs in a child process (`python -m resclassify.backends.onnx_export JOB`), so that the caller
+It runs in a child process (`python -m resclassify.runners.onnx_export JOB`), so that the caller
 never imports TensorFlow, Keras or tf2onnx: it reads one JSON job and writes one JSON result file.
+run_export_process is the parent's side: it starts that child and turns its answer into ours.
 """
 
 import contextlib
 import errno
+import importlib.util
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+
+from ..errors import ExportError, first_line
+from .onnx_cache import OnnxCacheNotWritable, read_json
 
 INPUT_NAME = "images"
 # Keras and ONNX Runtime compute the same network in different orders; their probabilities
@@ -22,7 +30,7 @@ def uint8_network(network, input_size, normalization, ends_in_probabilities):
     """network behind its normalization, with a float32 softmax at the end unless it has one."""
     import keras
 
-    from . import normalize
+    from ..backends import normalize
 
     images = keras.Input((input_size, input_size, 3), dtype="uint8", name=INPUT_NAME)
     # The arithmetic the Keras backends run inside their compiled function, so both agree.
@@ -46,14 +54,14 @@ def _check_images(input_size):
 
 def export(job):
     """Load the network the job names, export it to job["output"], and check ONNX Runtime agrees with Keras."""
-    from .. import model as keras_models
+    from . import keras as keras_runner
 
     size = job.get("input_size")
     if job["arch"] == "custom":
-        classifier = keras_models.load_custom_classifier(job["weights"], "cpu", threads=job.get("threads"),
+        classifier = keras_runner.load_custom_classifier(job["weights"], "cpu", threads=job.get("threads"),
                                                          backend="tensorflow", size=size)
     else:
-        classifier = keras_models.load_classifier(job["weights"], job["arch"], "cpu", threads=job.get("threads"),
+        classifier = keras_runner.load_classifier(job["weights"], job["arch"], "cpu", threads=job.get("threads"),
                                                   backend="tensorflow", size=size)
     import tensorflow as tf  # started quietly by the loader above
 
@@ -70,9 +78,9 @@ def export(job):
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             raise NotWritable(f"cannot write {job['output']}: {exc.strerror}") from None
-        raise ExportFailed(f"cannot export {_name(job)} to ONNX: {_first_line(exc)}") from None
+        raise ExportFailed(f"cannot export {_name(job)} to ONNX: {first_line(exc)}") from None
     except Exception as exc:  # tf2onnx raises whatever the op it cannot convert raises
-        raise ExportFailed(f"cannot export {_name(job)} to ONNX: {_first_line(exc)}") from None
+        raise ExportFailed(f"cannot export {_name(job)} to ONNX: {first_line(exc)}") from None
     if not difference <= AGREEMENT_TOLERANCE:
         raise ExportFailed(f"the ONNX export of {_name(job)} does not give Keras's probabilities "
                            f"(they differ by up to {difference:.2g})")
@@ -148,14 +156,7 @@ class NotWritable(Exception):
 
 
 def _name(job):
-    from pathlib import Path
-
     return Path(job["weights"]).name if job["arch"] == "custom" else job["arch"]
-
-
-def _first_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def main(argv=None):
@@ -173,6 +174,111 @@ def main(argv=None):
         result = {"error": str(exc), "kind": "NotWritable"}
     with open(job["result"], "w", encoding="utf-8") as f:
         json.dump(result, f)
+
+
+
+
+# --- the parent's side: the child started, its answer read --------------------------------------
+
+def exporter_installed():
+    return importlib.util.find_spec("tf2onnx") is not None
+
+
+def run_export_process(job, *, verbose=False):
+    """Run onnx_export in a child Python with the TensorFlow backend; its errors come back as ours."""
+    if not exporter_installed():
+        raise ExportError("exporting to ONNX needs tf2onnx: pip install 'resclassify[onnx]' (or pass "
+                          "--backend tensorflow)")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    # tf2onnx converts TensorFlow graphs: the export runs on Keras's TensorFlow backend whatever
+    # backend the user picked for Keras.
+    env["KERAS_BACKEND"] = "tensorflow"
+    if not verbose:
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Named like the .part file it sits beside, so that a killed run's leftover is cleaned up alike.
+    job = dict(job, result=job["output"] + ".result.part")
+    try:
+        # On Ctrl-C (and the signals the command line treats alike) run() kills the child before
+        # the exception goes on; a parent killed outright takes it along (_dies_with_parent).
+        child = subprocess.run(export_command(job),
+                               # stdout carries results only: the child's chatter goes to stderr.
+                               stdout=sys.stderr if verbose else subprocess.DEVNULL,
+                               stderr=None if verbose else subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                               preexec_fn=_dies_with_parent())
+        result = read_json(job["result"])
+    finally:
+        if os.path.exists(job["result"]):
+            os.unlink(job["result"])
+    if child.returncode == 0 and isinstance(result, dict) and result.get("ok"):
+        result.pop("ok")
+        return result
+    if isinstance(result, dict) and "error" in result:
+        raise _error_of_kind(result)
+    raise ExportError(f"exporting {Path(job['weights']).name} to ONNX failed: {_child_failure(child)}")
+
+
+def export_command(job):
+    """The export child's command line."""
+    return [sys.executable, "-m", "resclassify.runners.onnx_export", json.dumps(job)]
+
+
+def _dies_with_parent():
+    """A preexec_fn making the kernel kill the child when this process dies, however it dies (Linux); else None.
+
+    Without it, a parent killed by SIGKILL (or by a signal it does not handle) leaves the child
+    exporting on alone for half a minute, at several GiB.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+        import signal
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before that took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _error_of_kind(result):
+    """The child's error as the same resclassify error (a WeightsError stays one); ExportError otherwise."""
+    from .. import errors
+
+    if result.get("kind") == "NotWritable":
+        return OnnxCacheNotWritable(f"{result['error']}; set KERAS_HOME to a writable folder (ONNX files go in "
+                                    "$KERAS_HOME/models/onnx), or pass --backend tensorflow")
+    kind = getattr(errors, str(result.get("kind")), None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.ResclassifyError)) or issubclass(kind, errors.InputError):
+        return ExportError(result["error"])
+    if issubclass(kind, errors.PreprocessingError):
+        return kind(result["error"], result.get("option"))
+    return kind(result["error"])
+
+
+def _child_failure(child):
+    """Why the export child stopped without an answer: a signal, or the last line of its traceback."""
+    if child.returncode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-child.returncode).name
+        except ValueError:
+            name = f"signal {-child.returncode}"
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
+        return f"the exporting process was stopped by {name}{hint}"
+    lines = [line.strip() for line in (child.stderr or "").splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:
+        return lines[-1]
+    return f"exit status {child.returncode}" + (f": {lines[-1]}" if lines else "")
 
 
 if __name__ == "__main__":
