@@ -138,7 +138,7 @@ def chosen_shard(shard_text, shards):
 
 
 def format_options(kind):
-    """The output options every command shares, for one kind of output in output.py's table of formats:
+    """The output options every command shares, for one kind of output in render/outputs.py's table of formats:
     --format (the formats that kind comes in) and --json (machine-readable JSON on stdout)."""
 
     def decorate(command):
