@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, save_image
 from processes import live_processes_in_group
-from resclassify.decoding import SEGMENT_PREFIX
+from resclassify.shm import SEGMENT_PREFIX
 
 # The real command line, with one decode that never ends (a hung network file system, say): the
 # run is then certainly mid-way when Ctrl-C comes, whatever the machine's speed, and a thread is

@@ -13,10 +13,11 @@ import pytest
 from conftest import REPO, save_image, wait_for
 from processes import alive, descendants
 from resclassify.config import resolve_preprocessing
-from resclassify.decoding import (SEGMENT_PREFIX, SLOTS_PER_WORKER, DecodePlan, ProcessDecoder, ThreadDecoder,
-                                  open_decoder, ordered_map, plan_decoding)
+from resclassify.decoding import (SLOTS_PER_WORKER, DecodePlan, ProcessDecoder, ThreadDecoder, open_decoder, ordered_map,
+                                  plan_decoding)
 from resclassify.errors import DecodingError, InputError
 from resclassify.images import load_image
+from resclassify.shm import SEGMENT_PREFIX
 
 CENTER = resolve_preprocessing()
 SMALL = resolve_preprocessing(size=32)
@@ -275,7 +276,7 @@ def segment_files():
 def test_segments_of_dead_runs_are_removed_and_live_ones_stay(segment_files, process_decoder, photos):
     import fcntl
 
-    from resclassify.decoding import remove_stale_segments
+    from resclassify.shm import remove_stale_segments
 
     dead = stale_candidate(dead_pid())
     # A live run's: its owner holds the lock, whatever its pid looks like from here (another pid namespace).
