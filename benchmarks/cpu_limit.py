@@ -308,7 +308,7 @@ def main():
 
 def run(args):
     sys.path.insert(0, str(REPO))
-    from resclassify.decoding import available_cores
+    from resclassify.machine import available_cores
 
     cache = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
