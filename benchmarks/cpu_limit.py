@@ -42,18 +42,7 @@ STEADY_TAIL = 4 * BATCH
 # Distinct images made; a run of more reuses them under other names (hard links).
 DISTINCT_SMALL, DISTINCT_PHOTOS = 256, 96
 
-# The child reports its own peak resident memory (VmHWM) as it exits.
-_CLI_WITH_PEAK = """
-import atexit, sys
-def report():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            sys.stderr.write("peak-kib " + line.split()[1] + "\\n")
-atexit.register(report)
-from resclassify.cli import main
-sys.argv = ["resclassify"] + sys.argv[1:]
-main()
-"""
+from child_peak import CLI_WITH_PEAK  # noqa: E402
 
 
 def log(message):
@@ -218,7 +207,7 @@ def end_to_end(cache, folder, weights, images, backend=None, code=REPO):
     drains at the end of the input, so the decoding done in the window is the window's own.
     The CPU time is the predict process's (all its threads; not decode worker processes).
     """
-    command = [sys.executable, "-c", _CLI_WITH_PEAK, "predict", "--format", "jsonl", "--weights", str(weights),
+    command = [sys.executable, "-c", CLI_WITH_PEAK, "predict", "--format", "jsonl", "--weights", str(weights),
                str(folder)]
     if backend:
         command += ["--backend", backend]

@@ -31,18 +31,7 @@ from resclassify.images import load_image  # noqa: E402
 
 IMAGENET_SIZE = (500, 375)
 
-# The child reports its own peak resident memory (VmHWM) when it exits.
-_REPORT_PEAK = """
-import atexit, sys
-def report():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            sys.stderr.write("peak-kib " + line.split()[1] + "\\n")
-atexit.register(report)
-from resclassify.cli import main
-sys.argv = ["resclassify"] + sys.argv[1:]
-main()
-"""
+from child_peak import CLI_WITH_PEAK  # noqa: E402
 
 
 def log(message):
@@ -50,7 +39,7 @@ def log(message):
 
 
 def cli_command(*args):
-    return [sys.executable, "-c", _REPORT_PEAK, *[str(a) for a in args]]
+    return [sys.executable, "-c", CLI_WITH_PEAK, *[str(a) for a in args]]
 
 
 def first_result(command, env):

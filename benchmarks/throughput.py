@@ -40,6 +40,9 @@ PHOTO_SIZE = (4000, 3000)
 CLASS_FOLDERS = ("n02123045", "n03063599", "n04099969", "n04266014")
 
 
+from child_peak import CLI_WITH_PEAK  # noqa: E402
+
+
 def log(message):
     print(message, file=sys.stderr, flush=True)
 
@@ -249,24 +252,11 @@ def linked_copies(paths, count, folder):
     return folder
 
 
-# The child reports its own peak (VmHWM): a forked child's ru_maxrss would count the parent's
-# pages from before exec, and this parent holds TensorFlow and several models.
-_REPORT_PEAK = """
-import atexit, sys
-def report():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            sys.stderr.write("peak-kib " + line.split()[1] + "\\n")
-atexit.register(report)
-from resclassify.cli import main
-sys.argv = ["resclassify"] + sys.argv[1:]
-main()
-"""
 
 
 def peak_memory_mb(weights, folder, batch_size, backend):
     """Peak resident memory of `resclassify eval --json FOLDER`, as the child process itself saw it."""
-    result = subprocess.run([sys.executable, "-c", _REPORT_PEAK, "eval", "--json", "--weights", str(weights),
+    result = subprocess.run([sys.executable, "-c", CLI_WITH_PEAK, "eval", "--json", "--weights", str(weights),
                              "--batch-size", str(batch_size), "--backend", backend, str(folder)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0:
