@@ -185,6 +185,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
                                 on_confusion_matrix=(lambda rows: write_confusion_rows(confusion, rows)) if confusion
                                 else None)
         whole_run.close()
+        if records_out is not None:
+            records_out.close()  # a .parquet file is made from its journal here
     finish_evaluation(report, chosen_format("report", format_name, as_json), fail_under, quiet, run_count, report_path,
                       whole_run.collector, force or resume, max_failures)
 
