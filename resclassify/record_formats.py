@@ -12,7 +12,7 @@ import os
 from .parquet_records import ParquetRecordWriter
 from .streams import json_record, text_safe
 
-FORMATS = ("table", "jsonl", "json", "csv")  # every format name, in the order help lists them
+FORMATS = ("table", "jsonl", "json", "csv", "parquet")  # every format name, in the order help lists them
 
 # CSV cells that hold lists: numbers and WordNet ids are separated by spaces; labels by "|",
 # since a user's own class names may hold spaces.
@@ -277,7 +277,8 @@ def file_format(kind, path):
     extensions = file_extensions(kind)
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in extensions:
-        raise ValueError(f"{path}: the file name must end in {' or '.join(extensions)}")
+        names = ", ".join(extensions[:-1]) + " or " + extensions[-1] if len(extensions) > 1 else extensions[0]
+        raise ValueError(f"{path}: the file name must end in {names}")
     return FILE_EXTENSIONS[suffix]
 
 

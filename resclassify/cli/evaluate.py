@@ -25,8 +25,8 @@ from .running import chosen_engine, network_threads, open_decoding, open_model_f
 @click.command(name="eval")
 @click.argument("sources", nargs=-1, metavar="FOLDER | --from-predictions FILE...")
 @click.option("--from-predictions", is_flag=True,
-              help="Build the report from prediction files (eval --predictions-out .jsonl/.csv, e.g. the shards of "
-                   "an array job) instead of running a model over FOLDER; no model, no network.")
+              help="Build the report from prediction files (eval --predictions-out .jsonl/.csv/.parquet, e.g. the "
+                   "shards of an array job) instead of running a model over FOLDER; no model, no network.")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Labels for a flat folder: CSV/TSV with a header (filename,label), Kaggle's "
                    "LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt.")
