@@ -3,6 +3,7 @@ eval --from-predictions and --resume, a killed run's journal recovered, and pyar
 
 import builtins
 import json
+import os
 
 import pytest
 
@@ -140,3 +141,35 @@ def test_without_pyarrow_a_parquet_path_is_one_line_naming_the_install(cli_run, 
     assert result.exit_code == 1
     assert result.stderr == ("resclassify: error: Parquet record files need pyarrow: "
                              "pip install 'resclassify[parquet]'\n")
+
+
+def test_a_run_killed_by_sigkill_leaves_a_journal_that_resume_makes_whole(tmp_path, weights_file, cli_run):
+    import signal
+
+    from test_cli_signals import IMAGES, interrupt, start, wait_for
+
+    folder = tmp_path / "data"
+    for n, name in enumerate(IMAGES):
+        save_image(folder / "tabby" / f"{name}.png", seed=n, size=(64, 48))
+    out, journal = tmp_path / "run.parquet", tmp_path / "run.parquet.partial.jsonl"
+    marker = tmp_path / "stuck.started"
+    # A real child, stuck decoding d_stuck.png after a and b were written, then killed outright.
+    child = start(["eval", folder, "--weights", weights_file, "--device", "cpu", "--batch-size", "1",
+                   "--decoding", "threads", "--predictions-out", out], marker)
+    wait_for(lambda: journal.exists() and journal.read_text().count("\n") >= 2, "two records in the journal", child)
+    wait_for(marker.exists, "decode of d_stuck.png", child)
+    _, _, status, _ = interrupt(child, signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    assert not out.exists()  # no Parquet footer was ever written: the journal is what is left
+    assert [os.path.basename(json.loads(line)["path"]) for line in journal.read_text().splitlines()] == \
+        ["a.png", "b.png"]
+
+    resumed = cli_run(*eval_args(weights_file, folder, "--json", "--decoding", "threads", "--predictions-out", out,
+                                 "--resume", "--quiet"))
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["resumed"] == 2
+    records = read_parquet(out)
+    assert sorted(os.path.basename(record["path"]) for record in records) == [f"{name}.png" for name in IMAGES]
+    assert not journal.exists()
+    merged = cli_run("eval", "--from-predictions", "--json", out)
+    assert json.loads(merged.stdout)["images"]["evaluated"] == 4
