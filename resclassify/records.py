@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 
 from .errors import RecordFileError
-from .parquet_records import is_parquet, journal_path, read_parquet
+from .parquet_records import import_pyarrow, is_parquet, journal_path, read_parquet
 from .record_formats import LABEL_SEPARATOR, LIST_SEPARATOR, PREDICT_CSV_COLUMNS, file_format
 
 # A weights file is known by its name and a fingerprint of its bytes: a hash of its size and of
@@ -416,6 +416,7 @@ def open_record_file(path, how):
     import fcntl
 
     if is_parquet(path):
+        import_pyarrow()  # missing: one error now, not a journal left behind by a run that cannot finish
         # Written through its journal, locked in its place (see parquet_records), made into the file at the end.
         path = journal_path(path)
     descriptor = os.open(path, os.O_WRONLY | OPEN_FLAGS[how], 0o666)

@@ -20,6 +20,19 @@ def photos(tmp_path_factory):
     return folder
 
 
+@pytest.fixture
+def no_pyarrow(monkeypatch):
+    """pyarrow as if not installed: every import of it fails, even where it was imported before."""
+    real_import = builtins.__import__
+
+    def refuse_pyarrow(name, *args, **kwargs):
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse_pyarrow)
+
+
 def predict_args(weights_file, *args):
     return ["predict", *args, "--weights", weights_file, "--device", "cpu", "--batch-size", "3"]
 
@@ -127,15 +140,7 @@ def test_the_parquet_file_is_locked_while_a_run_writes_it(tmp_path):
             open_record_file(out, "append")
 
 
-def test_without_pyarrow_a_parquet_path_is_one_line_naming_the_install(cli_run, monkeypatch, tmp_path, seven):
-    real_import = builtins.__import__
-
-    def no_pyarrow(name, *args, **kwargs):
-        if name == "pyarrow" or name.startswith("pyarrow."):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+def test_without_pyarrow_a_parquet_path_is_one_line_naming_the_install(cli_run, no_pyarrow, tmp_path):
     (tmp_path / "a.parquet").write_bytes(b"PAR1")
     result = cli_run("eval", "--from-predictions", tmp_path / "a.parquet")
     assert result.exit_code == 1
@@ -173,3 +178,13 @@ def test_a_run_killed_by_sigkill_leaves_a_journal_that_resume_makes_whole(tmp_pa
     assert not journal.exists()
     merged = cli_run("eval", "--from-predictions", "--json", out)
     assert json.loads(merged.stdout)["images"]["evaluated"] == 4
+
+
+def test_without_pyarrow_predict_to_parquet_stops_with_one_line_and_leaves_no_file(
+        cli_run, no_pyarrow, weights_file, photos, tmp_path):
+    result = cli_run(*predict_args(weights_file, photos, "--output", tmp_path / "preds.parquet"))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == ("resclassify: error: Parquet record files need pyarrow: "
+                             "pip install 'resclassify[parquet]'\n")
+    assert list(tmp_path.iterdir()) == []
