@@ -12,6 +12,7 @@ from .errors import RecordFileError
 from .images import DEFAULT_MAX_PIXELS
 from .metrics import AccuracyTally, averaged_scores, class_scores, hit_at_k, top_k as ranked_top_k, \
     wilson_interval, worst_by_f1
+from .parquet_records import is_parquet, journal_path
 from .pipeline import prediction_record
 from .records import check_earlier_records as records_check, describe_differences, differences, identity_of, \
     identity_of_run, read_record_file, resumption_for, run_identity
@@ -216,7 +217,7 @@ def misclassified_record(record):
 # The report from saved prediction files (eval --from-predictions, resclassify report).
 
 def read_prediction_files(paths):
-    """The eval records of prediction files (eval --predictions-out, .jsonl or .csv), checked to belong together.
+    """The eval records of prediction files (eval --predictions-out, .jsonl, .csv or .parquet), checked to belong together.
 
     Raises RecordFileError naming the files when one is cut off, holds predict's records rather
     than eval's, shares an image with another (overlapping shards), or comes from another model,
@@ -227,9 +228,12 @@ def read_prediction_files(paths):
         raise RecordFileError("no prediction files given")
     records, owner, identity, identity_file = [], {}, None, None
     for path in map(str, paths):
-        if not os.path.isfile(path):
+        if not os.path.isfile(path) and not (is_parquet(path) and os.path.exists(journal_path(path))):
             raise RecordFileError(f"{path}: {'is not a file' if os.path.exists(path) else 'no such file'}")
         read = read_record_file(path)
+        if read.parquet == "journal":
+            raise RecordFileError(f"{path}: its run did not finish (its records are in {read.path}); finish the run "
+                                  "with --resume first")
         if read.cut_off:
             raise RecordFileError(f"{path}: its last record is cut off (a run killed while writing?); finish the "
                                   "run with --resume first")

@@ -9,9 +9,10 @@ import io
 import json
 import os
 
+from .parquet_records import ParquetRecordWriter
 from .streams import json_record, text_safe
 
-FORMATS = ("table", "jsonl", "json", "csv")  # every format name, in the order help lists them
+FORMATS = ("table", "jsonl", "json", "csv", "parquet")  # every format name, in the order help lists them
 
 # CSV cells that hold lists: numbers and WordNet ids are separated by spaces; labels by "|",
 # since a user's own class names may hold spaces.
@@ -252,9 +253,10 @@ class OutputKind:
 # The one table of record files: a file's format is named by its extension.
 RECORD_FILES = {
     # predict --output FILE: predict's records, format from the file's extension
-    "predict-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": CsvWriter}),
+    "predict-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": CsvWriter, "parquet": ParquetRecordWriter}),
     # eval --predictions-out FILE: one record per image, format from the file's extension
-    "eval-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": PredictionsCsvWriter}),
+    "eval-records": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": PredictionsCsvWriter,
+                                         "parquet": ParquetRecordWriter}),
     # eval --misclassified-out FILE: one record per top-1 miss
     "misclassified": OutputKind("image", {"jsonl": JsonLinesWriter, "csv": MisclassifiedCsvWriter}),
     # eval --confusion-out FILE: one row per (true class, top-1 class) pair that occurred
@@ -262,7 +264,7 @@ RECORD_FILES = {
 }
 
 # A record file's format, from its extension.
-FILE_EXTENSIONS = {".jsonl": "jsonl", ".csv": "csv", ".json": "json"}
+FILE_EXTENSIONS = {".jsonl": "jsonl", ".csv": "csv", ".json": "json", ".parquet": "parquet"}
 
 
 def file_extensions(kind):
@@ -275,7 +277,8 @@ def file_format(kind, path):
     extensions = file_extensions(kind)
     suffix = os.path.splitext(str(path))[1].lower()
     if suffix not in extensions:
-        raise ValueError(f"{path}: the file name must end in {' or '.join(extensions)}")
+        names = ", ".join(extensions[:-1]) + " or " + extensions[-1] if len(extensions) > 1 else extensions[0]
+        raise ValueError(f"{path}: the file name must end in {names}")
     return FILE_EXTENSIONS[suffix]
 
 
@@ -283,6 +286,7 @@ def open_file_writer(kind, path, stream, **context):
     """A writer for a record file, in the format its extension names.
 
     context is what some writers need and the others ignore: ks and real_labels (eval's record
-    files), header=False (a file continued by --resume).
+    files), header=False (a file continued by --resume); path itself goes to every writer (a .parquet file's
+    writer makes the file from its journal, the stream, at the end).
     """
-    return RECORD_FILES[kind].writers[file_format(kind, path)](stream, **context)
+    return RECORD_FILES[kind].writers[file_format(kind, path)](stream, path=path, **context)

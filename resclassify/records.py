@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass, field
 
 from .errors import RecordFileError
+from .parquet_records import import_pyarrow, is_parquet, journal_path, read_parquet
 from .record_formats import LABEL_SEPARATOR, LIST_SEPARATOR, PREDICT_CSV_COLUMNS, file_format
 
 # A weights file is known by its name and a fingerprint of its bytes: a hash of its size and of
@@ -142,6 +143,9 @@ class RecordFile:
     whole_bytes: int = 0
     cut_off: bool = False
     header: list | None = None  # CSV: the header row, if the file has a whole one
+    # .parquet: "journal" where the records come from a run's journal (an unfinished run: path names the
+    # journal), "parquet" where from a finished file (continuing it copies them into a journal first).
+    parquet: str | None = None
 
     @property
     def kind(self):
@@ -157,8 +161,11 @@ def read_record_file(path):
     A last line without its newline, or a last record that does not parse or is missing rows, is
     what a killed run leaves: it is left out (cut_off) and whole_bytes says where it began.
     Anything else that does not parse is a RecordFileError naming the file and line.
+    A .parquet file is read from its journal where an unfinished run left one (see parquet_records).
     """
     kind = _file_format(path)
+    if kind == "parquet":
+        return _read_parquet_file(str(path))
     try:
         with open(path, "rb") as stream:
             data = stream.read()
@@ -169,6 +176,23 @@ def read_record_file(path):
     if kind == "csv":
         return _read_csv(str(path), data)
     return _read_jsonl(str(path), data)
+
+
+def _read_parquet_file(path):
+    journal = journal_path(path)
+    if os.path.exists(journal) and (os.path.getsize(journal) > 0 or not os.path.exists(path)):
+        # The journal of a run that did not finish: it holds every record (a resumed finished file's too).
+        try:
+            with open(journal, "rb") as stream:
+                data = stream.read()
+        except OSError as exc:
+            raise RecordFileError(f"{journal}: cannot read: {exc.strerror or exc}") from None
+        result = _read_jsonl(journal, data)
+        result.parquet = "journal"
+        return result
+    if not os.path.exists(path):
+        return RecordFile(path)
+    return RecordFile(path, read_parquet(path), os.path.getsize(path), parquet="parquet")
 
 
 def _file_format(path):
@@ -391,6 +415,10 @@ def open_record_file(path, how):
     """
     import fcntl
 
+    if is_parquet(path):
+        import_pyarrow()  # missing: one error now, not a journal left behind by a run that cannot finish
+        # Written through its journal, locked in its place (see parquet_records), made into the file at the end.
+        path = journal_path(path)
     descriptor = os.open(path, os.O_WRONLY | OPEN_FLAGS[how], 0o666)
     try:
         try:
@@ -427,7 +455,14 @@ def lock_holder(descriptor):
 
 
 def cut_to_whole_records(record_file):
-    """Drop what a killed run left half-written at the end of the file, so that appending continues it."""
+    """Drop what a killed run left half-written at the end of the file, so that appending continues it.
+
+    A finished .parquet file cannot be appended to: its records are copied into a journal, which the run
+    continues and makes into the file again at its end."""
+    if record_file.parquet == "parquet":
+        with open(journal_path(record_file.path), "w", encoding="utf-8") as journal:
+            journal.writelines(json.dumps(record, allow_nan=False) + "\n" for record in record_file.records)
+        return
     if os.path.exists(record_file.path) and os.path.getsize(record_file.path) != record_file.whole_bytes:
         with open(record_file.path, "r+b") as stream:
             stream.truncate(record_file.whole_bytes)

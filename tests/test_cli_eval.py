@@ -343,7 +343,7 @@ def test_flat_folder_without_labels(cli_run, weights_file, tmp_path, predicted_i
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--predictions-out", "out.txt"], "out.txt: the file name must end in .jsonl or .csv"),
+    (["--predictions-out", "out.txt"], "out.txt: the file name must end in .jsonl, .csv or .parquet"),
     (["--predictions-out", "same.csv", "--misclassified-out", "same.csv"],
      "--predictions-out and --misclassified-out name the same file"),
     (["--confusion-out", "same.csv", "--misclassified-out", "same.csv"],

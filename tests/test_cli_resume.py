@@ -63,7 +63,7 @@ def test_an_existing_output_is_refused_without_force_or_resume(cli_run, weights_
     assert out.read_text() == "keep me\n"
     for args, message in [(["--resume"], "--resume continues the file --output names: give --output FILE"),
                           (["--output", out, "--resume", "--force"], "--resume continues the file, --force starts"),
-                          (["--output", tmp_path / "labels.txt"], "the file name must end in .jsonl or .csv")]:
+                          (["--output", tmp_path / "labels.txt"], "the file name must end in .jsonl, .csv or .parquet")]:
         result = cli_run(*predict_args(weights_file, photos, *args))
         assert result.exit_code == 2 and message in result.stderr
 

@@ -45,7 +45,7 @@ def test_record_file_format_from_the_extension(kind, path, expected):
 def test_record_file_with_another_extension_is_refused():
     with pytest.raises(ValueError) as caught:
         file_format("eval-records", "run.json")
-    assert str(caught.value) == "run.json: the file name must end in .jsonl or .csv"
+    assert str(caught.value) == "run.json: the file name must end in .jsonl, .csv or .parquet"
 
 
 def test_weights_table_aligns_columns_and_leaves_the_path_unpadded():

@@ -25,8 +25,8 @@ from .running import chosen_engine, network_threads, open_decoding, open_model_f
 @click.command(name="eval")
 @click.argument("sources", nargs=-1, metavar="FOLDER | --from-predictions FILE...")
 @click.option("--from-predictions", is_flag=True,
-              help="Build the report from prediction files (eval --predictions-out .jsonl/.csv, e.g. the shards of "
-                   "an array job) instead of running a model over FOLDER; no model, no network.")
+              help="Build the report from prediction files (eval --predictions-out .jsonl/.csv/.parquet, e.g. the "
+                   "shards of an array job) instead of running a model over FOLDER; no model, no network.")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Labels for a flat folder: CSV/TSV with a header (filename,label), Kaggle's "
                    "LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt.")
@@ -185,6 +185,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
                                 on_confusion_matrix=(lambda rows: write_confusion_rows(confusion, rows)) if confusion
                                 else None)
         whole_run.close()
+        if records_out is not None:
+            records_out.close()  # a .parquet file is made from its journal here
     finish_evaluation(report, chosen_format("report", format_name, as_json), fail_under, quiet, run_count, report_path,
                       whole_run.collector, force or resume, max_failures)
 

@@ -50,9 +50,14 @@ def open_record_output(path, how):
     "replace" or "append"), locked while this run writes it, as a GuardedStream: a full disk names it."""
     from ..records import open_record_file
 
+    from ..parquet_records import is_parquet, journal_path
+
     try:
         return GuardedStream(open_record_file(path, how), path)
     except FileExistsError:
+        if is_parquet(path):
+            raise CommandError(f"{journal_path(path)}: an unfinished run's records are there; pass --resume to "
+                               "continue it, or --force to start over") from None
         raise CommandError(f"{path}: already exists; pass --force to overwrite it") from None
     except OSError as exc:
         raise CommandError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -25,9 +25,10 @@ from .running import chosen_engine, network_threads, open_decoding, open_model_f
               help="How many classes to show per image.")
 @probabilities_out_option
 @format_options("predictions")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl|FILE.csv",
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.jsonl|FILE.csv|FILE.parquet",
               callback=lambda ctx, param, value: check_record_file_name("predict-records", value),
-              help="Write the records to FILE as they come (JSON Lines or CSV, by extension); stdout then shows "
+              help="Write the records to FILE as they come (JSON Lines, CSV or Parquet, by extension); stdout then shows "
                    "the table only on a terminal, or what --format asks for.")
 @click.option("--resume", is_flag=True,
               help="Continue the --output file of an interrupted run: keep its records, drop a half-written "
