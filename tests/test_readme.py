@@ -210,6 +210,18 @@ def nothing_on_stdout(stdout, tmp):
     assert stdout == ""
 
 
+def check_parquet_written(stdout, tmp):
+    check_summary(stdout, tmp)
+    assert (tmp / "val.parquet").is_file() and not (tmp / "val.parquet.partial.jsonl").exists()
+
+
+def check_parquet_read(stdout, tmp):
+    # pandas prints a frame: a header naming the columns, then one row per image in sorted order.
+    lines = stdout.splitlines()
+    assert "path" in lines[0] and "hit@1" in lines[0], stdout
+    assert [line.split()[1] for line in lines[1:]] == ["val/espresso/coffee.jpg", "val/tabby/cat.jpg"], stdout
+
+
 # What each README line must print on stdout (besides exiting 0). A README line this table does not know
 # fails the test: a new example gets its check here.
 EXPECTED = {
@@ -226,6 +238,8 @@ EXPECTED = {
     "resclassify eval val --shard 1/2 --predictions-out val-1.jsonl": check_shard(1),
     "resclassify eval val --shard 2/2 --predictions-out val-2.jsonl": check_shard(2),
     "resclassify eval --from-predictions val-*.jsonl": check_merged,
+    "resclassify eval val --predictions-out val.parquet": check_parquet_written,
+    "python -c \"import pandas; print(pandas.read_parquet('val.parquet')[['path', 'hit@1']])\"": check_parquet_read,
     "resclassify weights list --json | jq -r 'select(.cached | not) | .model'": check_not_cached,
     "resclassify weights path resnet50": check_weights_path,
     "resclassify predict --offline sample_images/cat.jpg": lambda out, tmp: check_table(out, ["sample_images/cat.jpg"]),
