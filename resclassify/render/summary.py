@@ -185,6 +185,15 @@ def print_eval_summary(report, stream):
     def heading(text):
         console.print(shown_in(text, console.encoding), style="bold", markup=False, highlight=False)
 
+    def table(columns, rows, left):
+        """A rich table of plain cells (never markup); the columns named in left are left-aligned."""
+        drawn = Table()
+        for column in columns:
+            drawn.add_column(column, justify="left" if column in left else "right")
+        for row in rows:
+            drawn.add_row(*plain_cells(console, *row))
+        console.print(drawn)
+
     heading(summary_heading(report))
     for label, text in summary_fields(report):
         if label == "Images":
@@ -195,12 +204,7 @@ def print_eval_summary(report, stream):
     out("")
 
     heading("Accuracy")
-    accuracy = Table()
-    for column in ACCURACY_COLUMNS:
-        accuracy.add_column(column, justify="left" if not column else "right")
-    for row in accuracy_rows(report):
-        accuracy.add_row(*plain_cells(console, *row))
-    console.print(accuracy)
+    table(ACCURACY_COLUMNS, accuracy_rows(report), left=("",))
     out(confidence_line(report))
     throughput = throughput_line(report)
     if throughput:
@@ -210,47 +214,31 @@ def print_eval_summary(report, stream):
     if scores and scores["macro"] is not None:
         out("")
         heading(precision_recall_heading(report))
-        averages = Table()
-        for column in PRECISION_RECALL_COLUMNS:
-            averages.add_column(column, justify="left" if not column else "right")
-        for row in precision_recall_rows(report):
-            averages.add_row(*plain_cells(console, *row))
-        console.print(averages)
+        table(PRECISION_RECALL_COLUMNS, precision_recall_rows(report), left=("",))
         if scores["predicted_without_image"]:
             out(f"{_classes(len(scores['predicted_without_image']))} predicted but without any image: "
                 "F1 0, left out of the averages")
 
+    class_columns = ("class", "WordNet id")
     if report["worst_classes"]:
         out("")
         heading("Worst classes by top-1 accuracy")
-        worst = Table()
         top_ks = [name[3:] for name in report["accuracy"]]
-        for column in ["class", "WordNet id", "images"] + [f"top-{k}" for k in top_ks]:
-            worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
-        for row in report["worst_classes"]:
-            worst.add_row(*plain_cells(console, f"{row['index']} {row['label']}", row["wnid"] or "", row["images"],
-                                       *(f"{row[f'top{k}_correct']}/{row['images']}" for k in top_ks)))
-        console.print(worst)
+        table(["class", "WordNet id", "images"] + [f"top-{k}" for k in top_ks],
+              ([f"{row['index']} {row['label']}", row["wnid"] or "", row["images"],
+                *(f"{row[f'top{k}_correct']}/{row['images']}" for k in top_ks)] for row in report["worst_classes"]),
+              left=class_columns)
     if scores and scores["worst_by_f1"]:
         out("")
         heading("Worst classes by F1 (top-1)")
-        worst = Table()
-        for column in WORST_F1_COLUMNS:
-            worst.add_column(column, justify="left" if column in ("class", "WordNet id") else "right")
-        for row in worst_f1_rows(report):
-            worst.add_row(*plain_cells(console, *row))
-        console.print(worst)
+        table(WORST_F1_COLUMNS, worst_f1_rows(report), left=class_columns)
     if report["confusions"]:
         out("")
         heading("Most frequent confusions (top-1)")
-        confusions = Table()
-        for column in ("true class", "predicted as", "images"):
-            confusions.add_column(column, justify="right" if column == "images" else "left")
-        for row in report["confusions"]:
-            confusions.add_row(*plain_cells(console, f"{row['true']['index']} {row['true']['label']}",
-                                            f"{row['predicted']['index']} {row['predicted']['label']}", row["count"]))
-        console.print(confusions)
-
+        table(("true class", "predicted as", "images"),
+              ([f"{row['true']['index']} {row['true']['label']}",
+                f"{row['predicted']['index']} {row['predicted']['label']}", row["count"]] for row in report["confusions"]),
+              left=("true class", "predicted as"))
 
 class ReportSummaryWriter:
     """An evaluation report as people read it: lines and rich tables."""
