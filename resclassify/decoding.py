@@ -23,7 +23,7 @@ import numpy as np
 from . import machine
 from .config import DECODING_CHOICES, check_choice
 from .errors import DecodingError, ImageError, InputError
-from .images import DEFAULT_MAX_PIXELS, load_image
+from .images import DEFAULT_MAX_PIXELS, ImageBytes, load_image
 from .shm import (SEGMENT_PREFIX, SHM_FOLDER, attach, close_quietly, hold_segment_lock, remove_segment,
                   remove_stale_segments)
 
@@ -201,11 +201,18 @@ def ordered_map(function, items, workers, ahead):
 def _decode_here(item, preprocessing, max_pixels):
     if isinstance(item, InputError):
         return Decoded(item.path, error=item)
-    path = os.fspath(item)
+    path, data = _path_and_data(item)
     try:
-        return Decoded(path, pixels=load_image(path, preprocessing, max_pixels))
+        return Decoded(path, pixels=load_image(path, preprocessing, max_pixels, data=data))
     except InputError as exc:
         return Decoded(path, error=exc)
+
+
+def _path_and_data(item):
+    """An item's name, and its bytes when they were fetched already (sources.fetching), else None."""
+    if isinstance(item, ImageBytes):
+        return item.path, item.data
+    return os.fspath(item), None
 
 
 class ThreadDecoder:
@@ -242,7 +249,7 @@ class _Worker:
     def __init__(self, process, connection):
         self.process = process
         self.connection = connection
-        self.outstanding = collections.deque()  # (job, index, slot, path)
+        self.outstanding = collections.deque()  # (job, index, slot, path, data)
         self.ready = False
         self.at_end = False  # its pipe reached end of file: it is exiting
 
@@ -397,12 +404,13 @@ class ProcessDecoder:
                 elif isinstance(item, InputError):
                     order.append(_Entry(item.path, Decoded(item.path, error=item)))
                 else:
-                    entry = _Entry(os.fspath(item))
+                    path, data = _path_and_data(item)
+                    entry = _Entry(path)
                     entry.slot = free_slots.pop()
                     order.append(entry)
                     in_flight[index] = entry
-                    worker.outstanding.append((job, index, entry.slot, entry.path))
-                    self._send(worker, ("decode", index, entry.path, entry.slot))
+                    worker.outstanding.append((job, index, entry.slot, path, data))
+                    self._send(worker, ("decode", index, path, entry.slot, data))
                     index += 1
             if order and order[0].decoded is not None:
                 entry = order.popleft()
@@ -414,7 +422,7 @@ class ProcessDecoder:
             if not order and exhausted:
                 return
             for kind, task, detail in self._receive():
-                task_job, task_index, slot, path = task
+                task_job, task_index, slot, path, _ = task
                 if task_job != job:
                     continue  # from a run given up earlier
                 entry = in_flight.pop(task_index)
@@ -506,7 +514,7 @@ class ProcessDecoder:
             for task in tasks[1:]:
                 if task[0] == current:
                     replacement.outstanding.append(task)
-                    self._send(replacement, ("decode", task[1], task[3], task[2]))
+                    self._send(replacement, ("decode", task[1], task[3], task[2], task[4]))
         return answers
 
     # Shared memory -----------------------------------------------------------------------------
@@ -588,9 +596,9 @@ def _serve(connection):
                     close_quietly(segment)
                 segment = attach(name)
                 continue
-            _, index, path, slot = message
+            _, index, path, slot, data = message
             try:
-                pixels = load_image(path, preprocessing, max_pixels)
+                pixels = load_image(path, preprocessing, max_pixels, data=data)
                 if segment is None:
                     raise ImageError(path, "the run ended before it was decoded")
                 target = np.ndarray(shape, np.uint8, buffer=segment.buf, offset=slot * slot_bytes)

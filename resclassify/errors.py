@@ -46,6 +46,11 @@ class RecordFileError(ResclassifyError):
     """A prediction record file cannot be read back, or does not belong with the run or files beside it."""
 
 
+class StorageError(ResclassifyError):
+    """A remote store cannot be used at all (its extra not installed, a bucket missing, credentials refused):
+    found before any work, one line, exit 1. One object that cannot be read is an InputError instead."""
+
+
 class DecodingError(ResclassifyError):
     """The decode workers could not start or run (not a bad image: that is an ImageError)."""
 

@@ -2,10 +2,12 @@
 
 import contextlib
 import errno
+import io
 import math
 import os
 import stat
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -38,15 +40,25 @@ DRAFT_OVERSAMPLE = 2
 _RESAMPLE = {name: Image.Resampling[name.upper()] for name in INTERPOLATION_CHOICES}
 
 
-def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
+@dataclass(frozen=True)
+class ImageBytes:
+    """An image's bytes already read from where they live (an object in a bucket, a tar member), and its name."""
+
+    path: str
+    data: bytes
+
+
+def load_image(path, preprocessing, max_pixels=DEFAULT_MAX_PIXELS, data=None):
     """Read one file into a uint8 array of shape preprocessing.array_shape; raise ImageError if it cannot be.
 
     That is (size, size, 3) for one view, or (views, size, size, 3) with test-time augmentation.
     Only regular files are read: a FIFO, a device or a socket is refused from its stat, never
-    opened (a FIFO without a writer would block for ever).
+    opened (a FIFO without a writer would block for ever). data, if given, is the image's bytes
+    already fetched (an object in a bucket, a tar member): path then only names it.
     """
     try:
-        with _open_regular_file(path) as file, _open_image(file) as img:
+        source = io.BytesIO(data) if data is not None else _open_regular_file(path)
+        with source as file, _open_image(file) as img:
             width, height = img.size
             if max_pixels and width * height > max_pixels:
                 raise ImageError(

@@ -10,6 +10,7 @@ from .decoding import decoder_for
 from .errors import InputError
 from .images import DEFAULT_MAX_PIXELS
 from .metrics import top_k
+from .sources.fetching import fetch_ahead, needs_fetching
 
 
 @dataclass
@@ -54,8 +55,12 @@ def score(items, classifier, preprocessing, *, batch_size=32, workers=None, deco
     # A run smaller than one batch uses a batch of its own size: no padding to compute.
     per_batch = max(1, min(images_per_batch(batch_size, preprocessing.views), good))
     with decoder_for(decoding, workers, images=good, device=getattr(classifier, "device", "auto")) as decoder:
+        inputs = iter(items)
+        if needs_fetching(items):
+            # Remote images' bytes are read ahead on threads of their own (sources.fetching).
+            inputs = fetch_ahead(items)
         # Two batches ahead, as many as the network thread and the batch being filled can use.
-        decoded_items = decoder.map(items, preprocessing, max_pixels, ahead=2 * per_batch + decoder.plan.workers)
+        decoded_items = decoder.map(inputs, preprocessing, max_pixels, ahead=2 * per_batch + decoder.plan.workers)
         with contextlib.closing(decoded_items):
             yield from _score(decoded_items, classifier, preprocessing, per_batch)
 

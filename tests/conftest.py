@@ -377,3 +377,38 @@ def jax_runs(tmp_path_factory, parity, weights_file, predicted_images, combinati
                             str(folder / "result.json")], capture_output=True, text=True, env=env, timeout=900)
     assert child.returncode == 0, child.stderr[-3000:]
     return json.loads((folder / "result.json").read_text())
+
+
+# --- object storage: a real S3-protocol server and an HTTP server, on 127.0.0.1 -----------------
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server for the whole session (tests take fresh buckets of their own: new_bucket)."""
+    pytest.importorskip("s3fs", reason="the s3 extra (pip install 'resclassify[s3]') is part of the test extra")
+    from object_store import S3Server
+
+    server = S3Server()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server, with this test's environment pointing at it (AWS_ENDPOINT_URL, test credentials)."""
+    from object_store import use_s3_server
+
+    use_s3_server(monkeypatch, s3_server)
+    return s3_server
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path / "www" (made empty), stopped after the test."""
+    from object_store import HttpServer
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    server = HttpServer(folder)
+    server.folder = folder
+    yield server
+    server.close()

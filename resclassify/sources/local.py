@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..images import IMAGE_EXTENSIONS, file_error_reason
+from .remote import RemoteImage, expand_url, is_url
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,13 @@ def expand_inputs(inputs, stdin=None, on_skip=None):
 
 
 def input_path(item):
-    """The path of an item of expand_inputs' list, an image path or an InputError."""
-    return item.path if isinstance(item, InputError) else item
+    """The path of an item of expand_inputs' list: an image path, a RemoteImage or an InputError."""
+    return item.path if isinstance(item, (InputError, RemoteImage)) else item
 
 
 def _expand_path(path, on_skip):
+    if is_url(path):
+        return expand_url(path)
     try:
         is_folder = stat.S_ISDIR(os.stat(path).st_mode)
     except OSError as exc:
