@@ -92,7 +92,7 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
 
         engine = local_engine()
     started = time.perf_counter()
-    scored_images = engine.score([image.path for image in todo], model, preprocessing, batch_size=batch_size,
+    scored_images = engine.score([image.input for image in todo], model, preprocessing, batch_size=batch_size,
                                  workers=workers, decoding=decoding, max_pixels=max_pixels)
     with contextlib.closing(scored_images):
         for image, scored in zip(todo, scored_images):

@@ -34,6 +34,14 @@ class LabelledImage:
     path: str
     true_index: int
     real_labels: tuple | None = None
+    # What the pipeline reads for it when that is not the file at path: a sources.remote.RemoteImage
+    # (an object in a bucket, a member of a tar shard).
+    item: object = None
+
+    @property
+    def input(self):
+        """What the pipeline is given for this image: its item, else its path."""
+        return self.path if self.item is None else self.item
 
     @property
     def accepted(self):
@@ -362,7 +370,7 @@ def _apply_real_labels(truth, real_labels_file, classes):
         if not real[n]:
             truth.skipped.append(Skipped(image.path, "no ReaL label (excluded by ReaL)"))
             continue
-        images.append(LabelledImage(image.path, image.true_index, tuple(real[n])))
+        images.append(LabelledImage(image.path, image.true_index, tuple(real[n]), image.item))
     truth.skipped.sort(key=lambda skipped: skipped.path)
     truth.images = images
     truth.real_labels_file = real_labels_file

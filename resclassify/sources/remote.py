@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import InputError, StorageError
-from ..images import IMAGE_EXTENSIONS
+from ..images import IMAGE_EXTENSIONS, file_error_reason
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -104,7 +104,12 @@ def expand_url(url):
 
 
 def read_bytes(image):
-    """The bytes of a RemoteImage; InputError for one that cannot be read (missing, denied, cut short)."""
+    """The bytes of a RemoteImage; InputError for one that cannot be read (missing, denied, cut short).
+
+    A url without a scheme is a local file (a member of a local tar shard): read without fsspec.
+    """
+    if not is_url(image.url):
+        return _read_local(image)
     fs, path = filesystem(image.url)
     try:
         if image.start is None:
@@ -114,6 +119,20 @@ def read_bytes(image):
         raise InputError(image.path, _reason(exc, "no such object")) from None
     except PermissionError as exc:
         raise InputError(image.path, _reason(exc, "access denied")) from None
+    if len(data) != image.end - image.start:
+        raise InputError(image.path, f"cut short: {len(data)} of {image.end - image.start} bytes")
+    return data
+
+
+def _read_local(image):
+    try:
+        with open(image.url, "rb") as file:
+            if image.start is None:
+                return file.read()
+            file.seek(image.start)
+            data = file.read(image.end - image.start)
+    except OSError as exc:
+        raise InputError(image.path, file_error_reason(exc, image.url)) from None
     if len(data) != image.end - image.start:
         raise InputError(image.path, f"cut short: {len(data)} of {image.end - image.start} bytes")
     return data
