@@ -78,6 +78,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
       resclassify eval val/ --tta ten-crop --interpolation bilinear --json
     """
     from ..sources.ground_truth import find_ground_truth
+    from ..sources.tars import names_tar_shards
     from ..evaluation import reported_ks, run_evaluation
     from ..labels import read_class_file
 
@@ -98,7 +99,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         raise click.UsageError("eval takes one FOLDER (or --from-predictions FILE...)" if sources else
                                "Missing argument 'FOLDER'.")
     folder = sources[0]
-    if not os.path.isdir(folder):
+    if not os.path.isdir(folder) and not names_tar_shards(folder):
         raise click.BadParameter(f"Directory {folder!r} does not exist." if not os.path.exists(folder) else
                                  f"{folder!r} is not a folder.", param_hint="'FOLDER'")
     check_resume_options(predictions_out, "--predictions-out", resume, force)

@@ -119,11 +119,16 @@ def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=N
     Without labels_file the folder must hold class folders (WordNet ids, Keras labels or
     indices); with it, the labels file is read by its content (CSV/TSV with a header, Kaggle's
     LOC_val_solution.csv, or the ILSVRC2012 devkit's validation ground truth).
+    folder may name tar shards instead (sources.tars.find_tar_ground_truth: labels from siblings).
     """
     from ..labels import imagenet_classes
 
+    from .tars import find_tar_ground_truth, names_tar_shards  # tars builds on this module: imported when used
+
     classes = classes or imagenet_classes()
     folder = str(folder)
+    if names_tar_shards(folder) and not os.path.isdir(folder):
+        return find_tar_ground_truth(folder, labels_file, real_labels_file, classes)
     if not os.path.isdir(folder):
         raise DatasetError(f"{folder}: not a folder")
     walk = walk_images(folder)

@@ -133,6 +133,7 @@ def expand_inputs(inputs, stdin=None, on_skip=None):
     """The command's INPUT arguments as a list of image paths, with an InputError in place of each bad one.
 
     A folder becomes its images (walk_images; on_skip(Skipped) hears of each entry not followed);
+    tar shards (shards/val-{000000..000009}.tar, a glob, a .tar path or URL) their image members (sources.tars);
     "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are);
     a line starting with ~ or ~user is expanded as a shell expands such an argument.
     """
@@ -155,6 +156,10 @@ def input_path(item):
 
 
 def _expand_path(path, on_skip):
+    from .tars import expand_shards, names_tar_shards  # tars builds on this module: imported when used
+
+    if names_tar_shards(path) and not os.path.isdir(path):
+        return expand_shards(path, on_skip)
     if is_url(path):
         return expand_url(path)
     try:
