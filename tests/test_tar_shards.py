@@ -309,3 +309,18 @@ def test_a_shard_missing_from_the_bucket_is_its_error_and_a_cut_one_keeps_its_fi
     assert isinstance(items[1], RemoteImage) and isinstance(items[2], RemoteImage)
     assert str(items[3]) == f"s3://{bucket}/cut.tar/000002.jpg: cut short: 100 of {third.end - third.start} bytes " \
                             "in the shard"
+
+
+def test_eval_over_a_cut_tar_fails_the_cut_member_with_its_true_class(cli_run, weights_file, two_shards, tmp_path):
+    data = (two_shards / "val-000000.tar").read_bytes()
+    third = expand_inputs([str(two_shards / "val-000000.tar")])[2]
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[:third.start + 100])  # its .cls sibling came before it and is whole
+    out = tmp_path / "records.jsonl"
+    result = cli_run(*cli("eval", cut, "--json", "--predictions-out", out, "--weights", weights_file))
+    assert result.exit_code == 3
+    report = json.loads(result.stdout)
+    assert report["images"]["evaluated"] == 2 and report["images"]["failed"] == 1
+    assert jsonl(out)[-1] == {"path": f"{cut}/000002.jpg", "true": {"index": 2, "wnid": CLASSES.wnids[2],
+                                                                     "label": CLASSES.labels[2]},
+                              "error": f"cut short: 100 of {third.end - third.start} bytes in the shard"}

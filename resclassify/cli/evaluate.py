@@ -64,8 +64,10 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
     class index (0..999, as ImageNetV2); or it is a flat folder and --labels says which
-    class each image is. With --from-predictions, the arguments are prediction files
-    instead, whose report is that of one run over all their images.
+    class each image is. FOLDER may name tar shards in the WebDataset layout instead
+    ('shards/val-{000000..000099}.tar', a glob, a .tar path or URL): each image's class is
+    its .cls/.txt/.json sibling's, or --labels'. With --from-predictions, the arguments are
+    prediction files instead, whose report is that of one run over all their images.
 
     \b
     Examples:
@@ -75,6 +77,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
       resclassify eval imagenet/val --report report.html
       resclassify eval imagenet/val --shard 2/8 --predictions-out shard-2.jsonl --resume
       resclassify eval --from-predictions shard-*.jsonl
+      resclassify eval 'shards/val-{000000..000009}.tar' --predictions-out val.jsonl
       resclassify eval val/ --tta ten-crop --interpolation bilinear --json
     """
     from ..sources.ground_truth import find_ground_truth

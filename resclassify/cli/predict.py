@@ -42,8 +42,10 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
             shards, engine, ray_address, **options):
     """Print the top classes for each image.
 
-    INPUT is an image file, a folder (searched recursively for images), or - to read paths
-    from stdin, one a line. Results come in input order (with --shard, in sorted order).
+    INPUT is an image file, a folder (searched recursively for images), tar shards
+    ('shards/val-{000000..000099}.tar', a glob, a .tar path or URL: each image member), or -
+    to read paths from stdin, one a line. Results come in input order (with --shard, in
+    sorted order).
 
     \b
     Examples:

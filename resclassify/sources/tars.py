@@ -69,7 +69,7 @@ def shard_names(argument):
     filesystem). A glob that matches nothing is an InputError in place of its shards."""
     names = []
     for name in expand_braces(str(argument)):
-        if not _GLOB_CHARACTERS.search(name):
+        if not _GLOB_CHARACTERS.search(name) or (not is_url(name) and os.path.isfile(name)):
             names.append(name)
             continue
         matched = [found for found in _glob(name) if found.lower().endswith(".tar")]
@@ -173,15 +173,19 @@ def index_shard(shard, read_labels=False):
                 _walk(index, tarfile.open(fileobj=stream, mode="r:", tarinfo=_WatchedTarInfo), size, read_labels)
     except tarfile.TarError as exc:  # at its first header: not a tar (a compressed one, another file)
         index.errors.append(InputError(shard, f"not a tar file ({exc})" if str(exc) != "empty file" else "empty file"))
-    except FileNotFoundError as exc:
-        index.errors.append(InputError(shard, file_error_reason(exc, shard) if not is_url(shard)
-                                       else _first_line(exc, "no such object")))
-    except PermissionError as exc:
-        index.errors.append(InputError(shard, file_error_reason(exc, shard) if not is_url(shard)
-                                       else _first_line(exc, "access denied")))
-    except IsADirectoryError as exc:
-        index.errors.append(InputError(shard, file_error_reason(exc, shard)))
+    except OSError as exc:  # missing, denied, a folder, a connection that failed: the others go on
+        index.errors.append(InputError(shard, _unreadable_reason(exc, shard)))
     return index
+
+
+def _unreadable_reason(exc, shard):
+    if not is_url(shard):
+        return file_error_reason(exc, shard)
+    if isinstance(exc, FileNotFoundError):
+        return _first_line(exc, "no such object")
+    if isinstance(exc, PermissionError):
+        return _first_line(exc, "access denied")
+    return _first_line(exc, type(exc).__name__)
 
 
 class _WatchedTarInfo(tarfile.TarInfo):
