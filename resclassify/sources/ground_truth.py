@@ -122,7 +122,6 @@ def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=N
     folder may name tar shards instead (sources.tars.find_tar_ground_truth: labels from siblings).
     """
     from ..labels import imagenet_classes
-
     from .tars import find_tar_ground_truth, names_tar_shards  # tars builds on this module: imported when used
 
     classes = classes or imagenet_classes()
