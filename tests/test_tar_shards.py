@@ -324,3 +324,19 @@ def test_eval_over_a_cut_tar_fails_the_cut_member_with_its_true_class(cli_run, w
     assert jsonl(out)[-1] == {"path": f"{cut}/000002.jpg", "true": {"index": 2, "wnid": CLASSES.wnids[2],
                                                                      "label": CLASSES.labels[2]},
                               "error": f"cut short: 100 of {third.end - third.start} bytes in the shard"}
+
+
+def test_a_labels_file_names_members_of_shards_in_a_bucket(s3, tmp_path):
+    bucket = s3.new_bucket()
+    for shard, key in [("val-000000.tar", "000001"), ("val-000001.tar", "000001")]:  # one key in both shards
+        write_shard(tmp_path / shard, [(f"{key}.jpg", b"x"), (f"{key}.cls", b"3")])
+    s3.upload_folder(tmp_path, bucket, "shards/")
+    labels_file = tmp_path / "labels.csv"
+    labels_file.write_text("filename,label\nval-000001.tar/000001.jpg,tabby\n000001,n01440764\n")
+    truth = find_ground_truth(f"s3://{bucket}/shards/val-{{000000..000001}}.tar", labels_file)
+    # The key alone fits both members, so it fits none; shard/member names one.
+    assert [(image.path, image.true_index) for image in truth.images] == [
+        (f"s3://{bucket}/shards/val-000001.tar/000001.jpg", CLASSES.indices_of_label["tabby"][0])]
+    assert truth.images[0].item == RemoteImage(truth.images[0].path, f"s3://{bucket}/shards/val-000001.tar", 512, 513)
+    assert [s.path for s in truth.skipped] == [f"s3://{bucket}/shards/val-000000.tar/000001.jpg"]
+    assert truth.labels_without_image == {str(labels_file): ["000001"]}
