@@ -9,7 +9,7 @@ import click
 from ..record_formats import open_file_writer
 from ..render.html import write_html_report
 from .exits import CommandError, reports_errors
-from .options import report_images_option
+from .options import ExistingFileOrUrl, report_images_option
 from .outputs import check_can_write, open_whole_run_output
 
 
@@ -83,7 +83,7 @@ def write_report_page(path, report, collector, force):
 
 
 @click.command("report")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False),
+@click.argument("files", nargs=-1, required=True, type=ExistingFileOrUrl(),
                 metavar="FILE.jsonl...")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.html",
               help="Where to write the HTML page.")
