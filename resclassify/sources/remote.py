@@ -83,6 +83,9 @@ def list_images(url):
     A bucket that does not exist or cannot be listed is a StorageError (nothing could run).
     """
     fs, path = filesystem(url)
+    # The store, not what this process's filesystem cached of an earlier listing: a cache left from before an
+    # object was added makes reading that object fail as if it were missing.
+    fs.invalidate_cache(path)
     try:
         keys = fs.find(path)
     except FileNotFoundError as exc:
