@@ -64,13 +64,15 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
     class index (0..999, as ImageNetV2); or it is a flat folder and --labels says which
-    class each image is. With --from-predictions, the arguments are prediction files
-    instead, whose report is that of one run over all their images.
+    class each image is. FOLDER may be a bucket prefix (s3://bucket/val/), listed once. With
+    --from-predictions, the arguments are prediction files (paths or URLs) instead, whose
+    report is that of one run over all their images.
 
     \b
     Examples:
       resclassify eval imagenet/val
       resclassify eval val_flat --labels ILSVRC2012_validation_ground_truth.txt
+      resclassify eval s3://my-bucket/imagenet/val/ --predictions-out run.jsonl
       resclassify eval imagenetv2-matched-frequency --json --predictions-out run.jsonl
       resclassify eval imagenet/val --report report.html
       resclassify eval imagenet/val --shard 2/8 --predictions-out shard-2.jsonl --resume

@@ -93,8 +93,8 @@ def write_report_page(path, report, collector, force):
 def report_command(files, output_path, report_images, force):
     """Build eval's HTML report from prediction files, without running the network.
 
-    FILE is what eval --predictions-out wrote: one run, or the files of the shards of one
-    run (--shard), which are merged. The page is the one eval --report writes; thumbnails
+    FILE is what eval --predictions-out wrote (a path, or a URL such as s3://bucket/run.jsonl):
+    one run, or the files of the shards of one run (--shard), which are merged. The page is the one eval --report writes; thumbnails
     are made from the image paths in the records, so run it where the images are.
 
     \b
