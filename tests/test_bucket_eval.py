@@ -181,3 +181,32 @@ def test_a_prefix_without_class_folders_or_images_says_so(cli_run, weights_file,
     missing = cli_run("eval", "--from-predictions", f"s3://{bucket}/runs/none.jsonl")
     assert (missing.exit_code, missing.stderr) == (1, f"resclassify: error: s3://{bucket}/runs/none.jsonl: no such "
                                                       "file\n")
+
+
+def test_labels_and_real_labels_in_the_bucket_label_the_listed_keys(tmp_path, s3):
+    from resclassify import find_ground_truth
+    from resclassify.sources.remote import RemoteImage
+
+    bucket = s3.new_bucket()
+    for n in range(3):
+        save_image(tmp_path / "flat" / f"ILSVRC2012_val_{n + 1:08d}.JPEG", size=(32, 32), seed=n)
+    s3.upload_folder(tmp_path / "flat", bucket, "flat/")
+    s3.client.put_object(Bucket=bucket, Key="gt.txt", Body=b"1\n2\n3\n")  # the devkit's ILSVRC2012 IDs
+    s3.client.put_object(Bucket=bucket, Key="real.json", Body=b"[[449], [], [65, 66]]")
+    listed = []
+
+    def lister(url):
+        listed.append(url)
+        from resclassify.sources.remote import list_images
+
+        return list_images(url)
+
+    truth = find_ground_truth(f"s3://{bucket}/flat/", f"s3://{bucket}/gt.txt", f"s3://{bucket}/real.json",
+                              lister=lister)
+    assert listed == [f"s3://{bucket}/flat/"]
+    urls = [f"s3://{bucket}/flat/ILSVRC2012_val_{n:08d}.JPEG" for n in (1, 3)]
+    assert [(image.path, image.real_labels, image.item) for image in truth.images] == \
+        [(url, labels, RemoteImage(url, url)) for url, labels in zip(urls, [(449,), (65, 66)])]
+    assert [(skipped.path, skipped.reason) for skipped in truth.skipped] == \
+        [(f"s3://{bucket}/flat/ILSVRC2012_val_00000002.JPEG", "no ReaL label (excluded by ReaL)")]
+    assert truth.layout == "labels file (ILSVRC2012 devkit validation ground truth), hits counted against ReaL labels"
