@@ -14,6 +14,7 @@ from .metrics import AccuracyTally, averaged_scores, class_scores, hit_at_k, top
     wilson_interval, worst_by_f1
 from .parquet_records import is_parquet, journal_path
 from .pipeline import prediction_record
+from .sources.remote import is_url
 from .records import check_earlier_records as records_check, describe_differences, differences, identity_of, \
     identity_of_run, read_record_file, resumption_for, run_identity
 
@@ -228,7 +229,8 @@ def read_prediction_files(paths):
         raise RecordFileError("no prediction files given")
     records, owner, identity, identity_file = [], {}, None, None
     for path in map(str, paths):
-        if not os.path.isfile(path) and not (is_parquet(path) and os.path.exists(journal_path(path))):
+        if not is_url(path) and not os.path.isfile(path) and not (is_parquet(path) and
+                                                                 os.path.exists(journal_path(path))):
             raise RecordFileError(f"{path}: {'is not a file' if os.path.exists(path) else 'no such file'}")
         read = read_record_file(path)
         if read.parquet == "journal":

@@ -254,8 +254,9 @@ def _resize_box(img, resized, box, preprocessing):
                       dtype=np.uint8)
 
 
-def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80):
+def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80, data=None):
     """A small JPEG of an image file (for the HTML report): (bytes, width, height), long side at most max_side.
+    data, if given, is the image's bytes (read from a bucket): path then only names it.
 
     Turned as its EXIF orientation says and made 8-bit RGB, as the network's input is.
     Raises ImageError when the file cannot be read, e.g. when it has gone since it was classified.
@@ -264,7 +265,8 @@ def thumbnail_jpeg(path, max_side, max_pixels=DEFAULT_MAX_PIXELS, quality=80):
 
     try:
         # A FIFO or device that took the place of an image would block or never end.
-        with _open_regular_file(path) as file, _open_image(file) as img:
+        source = io.BytesIO(data) if data is not None else _open_regular_file(path)
+        with source as file, _open_image(file) as img:
             width, height = img.size
             if max_pixels and width * height > max_pixels:
                 raise ImageError(path, f"image is {width}x{height} pixels, over the limit of {max_pixels:,}")

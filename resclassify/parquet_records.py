@@ -105,11 +105,12 @@ def write_parquet(journal, path):
         raise
 
 
-def read_parquet(path):
-    """The records of a .parquet record file, as the .jsonl file of the same run reads back."""
+def read_parquet(path, data=None):
+    """The records of a .parquet record file, as the .jsonl file of the same run reads back (data: its bytes,
+    already read from a URL)."""
     pa, pq = import_pyarrow()
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(path if data is None else pa.BufferReader(data))
         metadata = parquet.schema_arrow.metadata or {}
         json_columns = set(json.loads(metadata.get(JSON_COLUMNS_KEY, b"[]")))
         records = []

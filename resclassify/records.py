@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .errors import RecordFileError
 from .parquet_records import import_pyarrow, is_parquet, journal_path, read_parquet
 from .record_formats import LABEL_SEPARATOR, LIST_SEPARATOR, PREDICT_CSV_COLUMNS, file_format
+from .sources.remote import is_url, read_file
 
 # A weights file is known by its name and a fingerprint of its bytes: a hash of its size and of
 # FINGERPRINT_SAMPLES evenly spaced pieces. Retrained weights differ nearly everywhere, so the
@@ -164,6 +165,8 @@ def read_record_file(path):
     A .parquet file is read from its journal where an unfinished run left one (see parquet_records).
     """
     kind = _file_format(path)
+    if is_url(str(path)):
+        return _read_remote_file(str(path), kind)
     if kind == "parquet":
         return _read_parquet_file(str(path))
     try:
@@ -176,6 +179,19 @@ def read_record_file(path):
     if kind == "csv":
         return _read_csv(str(path), data)
     return _read_jsonl(str(path), data)
+
+
+def _read_remote_file(url, kind):
+    """A record file behind a URL (eval --from-predictions, report): read whole, read-only; a finished run's."""
+    try:
+        data = read_file(url)
+    except FileNotFoundError:
+        raise RecordFileError(f"{url}: no such file") from None
+    except OSError as exc:
+        raise RecordFileError(f"{url}: cannot read: {exc.strerror or exc}") from None
+    if kind == "parquet":
+        return RecordFile(url, read_parquet(url, data), len(data), parquet="parquet")
+    return _read_csv(url, data) if kind == "csv" else _read_jsonl(url, data)
 
 
 def _read_parquet_file(path):

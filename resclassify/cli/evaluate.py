@@ -13,7 +13,7 @@ from ..render.outputs import open_writer
 from ..render.progress import EvalProgress
 from ..streams import GuardedStream, display_path
 from .exits import failure_status, fail_under_status, report_error, report_warning, reports_errors, whole_record
-from .options import (check_preprocessing_options, check_resume_options, chosen_format, chosen_shard,
+from .options import (ExistingFileOrUrl, check_preprocessing_options, check_resume_options, chosen_format, chosen_shard,
                       format_options, max_failures_option, model_options, probabilities_out_option, record_file_option,
                       report_options, scale_options)
 from .outputs import (check_can_write, lock_early, open_for_appending, open_record_output, open_whole_run_output,
@@ -27,10 +27,10 @@ from .running import chosen_engine, network_threads, open_decoding, open_model_f
 @click.option("--from-predictions", is_flag=True,
               help="Build the report from prediction files (eval --predictions-out .jsonl/.csv/.parquet, e.g. the "
                    "shards of an array job) instead of running a model over FOLDER; no model, no network.")
-@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+@click.option("--labels", "labels_file", type=ExistingFileOrUrl(), metavar="FILE|URL",
               help="Labels for a flat folder: CSV/TSV with a header (filename,label), Kaggle's "
                    "LOC_val_solution.csv, or the devkit's ILSVRC2012_validation_ground_truth.txt.")
-@click.option("--real-labels", "real_labels_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+@click.option("--real-labels", "real_labels_file", type=ExistingFileOrUrl(), metavar="FILE|URL",
               help="ReaL's real.json: a top-k prediction hits when it is any of the image's ReaL labels; "
                    "images with none are skipped.")
 @click.option("-k", "--top-k", type=click.IntRange(1, 1000), default=5, show_default=True,
@@ -64,15 +64,17 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
 
     FOLDER holds class folders named by WordNet id (n02123045), Keras label (tabby) or
     class index (0..999, as ImageNetV2); or it is a flat folder and --labels says which
-    class each image is. FOLDER may name tar shards in the WebDataset layout instead
-    ('shards/val-{000000..000099}.tar', a glob, a .tar path or URL): each image's class is
-    its .cls/.txt/.json sibling's, or --labels'. With --from-predictions, the arguments are
-    prediction files instead, whose report is that of one run over all their images.
+    class each image is. FOLDER may be a bucket prefix (s3://bucket/val/), listed once, or name
+    tar shards in the WebDataset layout ('shards/val-{000000..000099}.tar', a glob, a .tar path
+    or URL): each image's class is its .cls/.txt/.json sibling's, or --labels'. With
+    --from-predictions, the arguments are prediction files (paths or URLs) instead, whose
+    report is that of one run over all their images.
 
     \b
     Examples:
       resclassify eval imagenet/val
       resclassify eval val_flat --labels ILSVRC2012_validation_ground_truth.txt
+      resclassify eval s3://my-bucket/imagenet/val/ --predictions-out run.jsonl
       resclassify eval imagenetv2-matched-frequency --json --predictions-out run.jsonl
       resclassify eval imagenet/val --report report.html
       resclassify eval imagenet/val --shard 2/8 --predictions-out shard-2.jsonl --resume
@@ -84,6 +86,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
     from ..sources.tars import names_tar_shards
     from ..evaluation import reported_ks, run_evaluation
     from ..labels import read_class_file
+    from ..sources.listing import PrefixListings, saved_listings
+    from ..sources.remote import is_url
 
     check_preprocessing_options(**options)
     named = {"--predictions-out": predictions_out, "--misclassified-out": misclassified_out, "--report": report_path,
@@ -102,7 +106,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         raise click.UsageError("eval takes one FOLDER (or --from-predictions FILE...)" if sources else
                                "Missing argument 'FOLDER'.")
     folder = sources[0]
-    if not os.path.isdir(folder) and not names_tar_shards(folder):
+    if not is_url(folder) and not os.path.isdir(folder) and not names_tar_shards(folder):
         raise click.BadParameter(f"Directory {folder!r} does not exist." if not os.path.exists(folder) else
                                  f"{folder!r} is not a folder.", param_hint="'FOLDER'")
     check_resume_options(predictions_out, "--predictions-out", resume, force)
@@ -115,12 +119,16 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         check_can_write(path, force or resume, replaced=path == report_path or (resume and path != predictions_out))
     quiet = options["quiet"]
     engine = chosen_engine(engine, ray_address, options)
+    # A prefix is listed once, and a resumed run takes the listing its first run saved beside --predictions-out.
+    listings = (saved_listings(predictions_out, "eval", [folder]) if resume and predictions_out is not None
+                else PrefixListings("eval", [folder]))
     # Ground truth before the model where the class names are known without it, so that a
     # wrong folder fails in a second, not after TensorFlow has started.
     if options["classes_path"] is not None:
-        truth = find_ground_truth(folder, labels_file, real_labels_file, read_class_file(options["classes_path"]))
+        truth = find_ground_truth(folder, labels_file, real_labels_file, read_class_file(options["classes_path"]),
+                                  lister=listings.images)
     elif options["model_path"] is None:
-        truth = find_ground_truth(folder, labels_file, real_labels_file)
+        truth = find_ground_truth(folder, labels_file, real_labels_file, lister=listings.images)
     else:
         truth = None
     with contextlib.ExitStack() as stack:
@@ -130,7 +138,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
             open_decoding(engine, evaluation_count(truth, limit, shard), options))
         model, preprocessing = open_model_for(engine, options)
         if truth is None:
-            truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes)
+            truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes, lister=listings.images)
             decoder = stack.enter_context(open_decoding(engine, evaluation_count(truth, limit, shard), options))
         if not quiet:
             warn_about_unmatched(truth)
@@ -153,6 +161,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         if predictions_out:
             if record_stream is None:
                 record_stream = stack.enter_context(open_record_output(predictions_out, "replace" if force else "new"))
+            listings.save(predictions_out)  # before the first record, and only once this run holds the file
             records_out = open_file_writer("eval-records", predictions_out, record_stream, ks=reported_ks(top_k),
                                            real_labels=real, header=resumption is None or resumption.header is None)
         whole_run = whole_run_records(stack, report_path=report_path, report_images=report_images,

@@ -15,6 +15,19 @@ from ..render.outputs import formats, json_format, json_help
 from .exits import UNREADABLE_STATUS
 
 
+class ExistingFileOrUrl(click.Path):
+    """A file that must exist (click.Path's checks), or a URL (s3://, gs://, https://...), read through fsspec and
+    checked when it is read."""
+
+    def __init__(self):
+        super().__init__(exists=True, dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        from ..sources.remote import is_url
+
+        return value if is_url(value) else super().convert(value, param, ctx)
+
+
 def model_options(command):
     """Options every command that runs the network shares; open_model turns them into a network."""
     options = [

@@ -57,6 +57,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
       resclassify predict --tta ten-crop --probabilities-out probs.npy photos/
     """
     from .. import classify
+    from ..sources.listing import PrefixListings, saved_listings
     from ..sources.local import expand_inputs, input_path
     from ..pipeline import count_images
 
@@ -82,7 +83,10 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     engine = chosen_engine(engine, ray_address, options)
     # Paths on stdin are bytes, as file names are: a name that is not UTF-8 still reaches its file.
     stdin = getattr(sys.stdin, "buffer", sys.stdin) if "-" in inputs else None
-    items = expand_inputs(inputs, stdin, on_skip=on_skip)
+    # A prefix is listed once, and a resumed run takes the listing its first run saved beside --output.
+    listings = (saved_listings(output, "predict", inputs) if resume and output is not None
+                else PrefixListings("predict", inputs))
+    items = expand_inputs(inputs, stdin, on_skip=on_skip, lister=listings.images)
     if shard is not None:
         items = shard.take(items, key=input_path)
     with contextlib.ExitStack() as stack:
@@ -112,6 +116,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
         if output is not None:
             if record_stream is None:
                 record_stream = stack.enter_context(open_record_output(output, "replace" if force else "new"))
+            listings.save(output)  # before the first record, and only once this run holds the file
             writers.append(open_file_writer("predict-records", output, record_stream,
                                             header=resumption is None or resumption.header is None))
         probabilities = stack.enter_context(

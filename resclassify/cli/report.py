@@ -9,7 +9,7 @@ import click
 from ..record_formats import open_file_writer
 from ..render.html import write_html_report
 from .exits import CommandError, reports_errors
-from .options import report_images_option
+from .options import ExistingFileOrUrl, report_images_option
 from .outputs import check_can_write, open_whole_run_output
 
 
@@ -83,7 +83,7 @@ def write_report_page(path, report, collector, force):
 
 
 @click.command("report")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False),
+@click.argument("files", nargs=-1, required=True, type=ExistingFileOrUrl(),
                 metavar="FILE.jsonl...")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False), metavar="FILE.html",
               help="Where to write the HTML page.")
@@ -93,8 +93,8 @@ def write_report_page(path, report, collector, force):
 def report_command(files, output_path, report_images, force):
     """Build eval's HTML report from prediction files, without running the network.
 
-    FILE is what eval --predictions-out wrote: one run, or the files of the shards of one
-    run (--shard), which are merged. The page is the one eval --report writes; thumbnails
+    FILE is what eval --predictions-out wrote (a path, or a URL such as s3://bucket/run.jsonl):
+    one run, or the files of the shards of one run (--shard), which are merged. The page is the one eval --report writes; thumbnails
     are made from the image paths in the records, so run it where the images are.
 
     \b

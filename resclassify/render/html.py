@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import InputError
 from ..files import write_atomically
 from ..images import thumbnail_jpeg
+from ..sources.remote import RemoteImage, is_url, read_bytes, url_scheme
 from ..streams import text_safe
 from .summary import summary_parts
 
@@ -131,6 +132,8 @@ def make_thumbnails(paths, side=THUMBNAIL_SIDE, workers=THUMBNAIL_WORKERS):
 
     def one(path):
         try:
+            if is_url(path):  # an image in a bucket: its bytes fetched as the run fetched them
+                return thumbnail_jpeg(path, side, data=read_bytes(RemoteImage(path, path)))
             return thumbnail_jpeg(path, side)
         except InputError as exc:
             return exc
@@ -177,7 +180,10 @@ def _bar(fraction, colour=None, label=""):
 
 
 def _href(path, report_folder):
-    """A relative link from the report to the full image, for when both are still where they were."""
+    """A relative link from the report to the full image, for when both are still where they were; a web URL as it
+    is, and none for another store's (s3://, which no browser opens)."""
+    if is_url(path):
+        return path if url_scheme(path) in ("http", "https") else None
     try:
         relative = os.path.relpath(os.path.abspath(path), report_folder)
     except ValueError:  # another drive on Windows

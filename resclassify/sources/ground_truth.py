@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import DatasetError
 from ..images import file_error_reason
 from .local import Skipped, _entry_kind, is_image_file, walk_images
+from .remote import RemoteImage, filesystem, is_url, list_images, read_file
 
 
 # How many names a report lists before it says "and N more".
@@ -113,13 +114,80 @@ def _labels_ignoring_case(classes):
     return folded
 
 
-def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=None):
+@dataclass
+class ImageListing:
+    """What ground truth is worked out from: the images under root (a folder, or a bucket prefix listed once), in
+    sorted order, and the class folders directly in it; local folders and prefixes feed the same code."""
+
+    root: str
+    paths: list
+    class_folders: list
+    # Folders and links under root that were not searched (a local walk's; walk_images).
+    not_followed: list = field(default_factory=list)
+    remote: bool = False
+
+    def relative(self, path):
+        """path relative to root, with / between its parts."""
+        if self.remote:
+            return path[len(self.root.rstrip("/")) + 1:]
+        return Path(os.path.relpath(path, self.root)).as_posix()
+
+    def child(self, name):
+        """The folder (or prefix) name directly in root."""
+        return f"{self.root.rstrip('/')}/{name}" if self.remote else os.path.join(self.root, name)
+
+    def item(self, path):
+        """What the pipeline reads for the image at path (LabelledImage.item): None for a local file."""
+        return RemoteImage(path, path) if self.remote else None
+
+    def top_level_reason(self, path):
+        """Why an image directly in root is left out."""
+        return "not in a class folder" if self.remote else _top_level_reason(path)
+
+
+def list_folder(folder, lister=None):
+    """The ImageListing of a local folder (walked once) or of a URL prefix (listed once, by lister: a callable
+    giving the sorted image URLs under a prefix, sources.remote.list_images unless given)."""
+    folder = str(folder)
+    if is_url(folder):
+        return _prefix_listing(folder, (lister or list_images)(folder))
+    if not os.path.isdir(folder):
+        raise DatasetError(f"{folder}: not a folder")
+    walk = walk_images(folder)
+    with os.scandir(folder) as scan:
+        class_folders = sorted(entry.name for entry in scan
+                               if not entry.name.startswith(".") and _entry_kind(entry) in ("folder", "folder link"))
+    return ImageListing(folder, walk.paths, class_folders, walk.skipped)
+
+
+def _prefix_listing(url, urls):
+    # The prefix spelled as the listing spells its keys (s3://bucket/val), so that keys are cut at the right place.
+    fs, path = filesystem(url)
+    root = fs.unstrip_protocol(path.rstrip("/"))
+    listing = ImageListing(root, [], [], remote=True)
+    folders = set()
+    for found in urls:
+        if not found.startswith(root + "/"):
+            continue
+        parts = listing.relative(found).split("/")
+        if any(part.startswith(".") for part in parts):
+            continue  # hidden, as a folder walk skips hidden entries
+        listing.paths.append(found)
+        if len(parts) > 1:
+            folders.add(parts[0])
+    listing.class_folders = sorted(folders)
+    return listing
+
+
+def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=None, lister=None):
     """Work out the true class of every image under folder; raise DatasetError when it cannot be.
 
     Without labels_file the folder must hold class folders (WordNet ids, Keras labels or
     indices); with it, the labels file is read by its content (CSV/TSV with a header, Kaggle's
     LOC_val_solution.csv, or the ILSVRC2012 devkit's validation ground truth).
-    folder may name tar shards instead (sources.tars.find_tar_ground_truth: labels from siblings).
+    folder may be a URL prefix (s3://bucket/val/): listed once (lister, see list_folder), its
+    class folders are the first part of the keys under it; labels files may be URLs too. folder
+    may name tar shards instead (sources.tars.find_tar_ground_truth: labels from siblings).
     """
     from ..labels import imagenet_classes
     from .tars import find_tar_ground_truth, names_tar_shards  # tars builds on this module: imported when used
@@ -128,29 +196,24 @@ def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=N
     folder = str(folder)
     if names_tar_shards(folder) and not os.path.isdir(folder):
         return find_tar_ground_truth(folder, labels_file, real_labels_file, classes)
-    if not os.path.isdir(folder):
-        raise DatasetError(f"{folder}: not a folder")
-    walk = walk_images(folder)
-    paths = walk.paths
+    listing = list_folder(folder, lister)
     if labels_file is not None:
-        truth = _from_labels_file(folder, paths, str(labels_file), classes)
+        truth = _from_labels_file(listing, str(labels_file), classes)
     else:
-        truth = _from_class_folders(folder, paths, classes)
-    truth.not_followed = walk.skipped
+        truth = _from_class_folders(listing, classes)
+    truth.not_followed = listing.not_followed
     if real_labels_file is not None:
         _apply_real_labels(truth, str(real_labels_file), classes)
     if not truth.images:
         why = f"{truth.found} image files found" if truth.found else "no image files found"
         if truth.skipped:
             why += f", none labelled (first: {truth.skipped[0].path}: {truth.skipped[0].reason})"
-        raise DatasetError(f"{folder}: nothing to evaluate: {why}")
+        raise DatasetError(f"{listing.root}: nothing to evaluate: {why}")
     return truth
 
 
-def _from_class_folders(folder, paths, classes):
-    with os.scandir(folder) as scan:
-        class_folders = sorted(entry.name for entry in scan
-                               if not entry.name.startswith(".") and _entry_kind(entry) in ("folder", "folder link"))
+def _from_class_folders(listing, classes):
+    folder, paths, class_folders = listing.root, listing.paths, listing.class_folders
     if not class_folders:
         raise DatasetError(f"{folder}: no class folders in it, and no --labels FILE; put each class's images in "
                            f"a folder named by WordNet id, Keras label or index, or pass --labels")
@@ -159,15 +222,15 @@ def _from_class_folders(folder, paths, classes):
         try:
             index_of_folder[name], kind = resolve_class_name(name, classes)
         except ClassNameError as exc:
-            raise DatasetError(f"{os.path.join(folder, name)}: {exc}") from None
+            raise DatasetError(f"{listing.child(name)}: {exc}") from None
         kinds.add(kind)
     images, skipped = [], []
     for path in paths:
-        parts = Path(os.path.relpath(path, folder)).parts
+        parts = listing.relative(path).split("/")
         if len(parts) == 1:
-            skipped.append(Skipped(path, _top_level_reason(path)))
+            skipped.append(Skipped(path, listing.top_level_reason(path)))
         elif parts[0] in index_of_folder:
-            images.append(LabelledImage(path, index_of_folder[parts[0]]))
+            images.append(LabelledImage(path, index_of_folder[parts[0]], item=listing.item(path)))
     readable = {"wnid": "WordNet ids", "label": "Keras labels", "index": "class indices"}
     names = [readable[k] for k in ("wnid", "label", "index") if k in kinds]
     layout = "class folders named by " + (" and ".join(names) if len(names) < 3 else f"{names[0]}, {names[1]} and {names[2]}")
@@ -192,10 +255,10 @@ def _class_fields(classes, index):
     return {"index": index, "wnid": classes.wnid(index), "label": classes.labels[index]}
 
 
-def _from_labels_file(folder, paths, labels_file, classes):
+def _from_labels_file(listing, labels_file, classes):
+    folder, paths = listing.root, listing.paths
     try:
-        with open(labels_file, encoding="utf-8-sig", newline="") as stream:
-            text = stream.read()
+        text = read_file(labels_file).decode("utf-8-sig")
     except OSError as exc:
         raise DatasetError(f"{labels_file}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -214,7 +277,7 @@ def _from_labels_file(folder, paths, labels_file, classes):
         kind = "TSV" if delimiter == "\t" else "CSV"
         entries = _table_entries(labels_file, lines, delimiter, classes)
 
-    lookup = _ImageLookup(folder, paths)
+    lookup = _ImageLookup(listing)
     label_of_path, line_of_path, without_image = {}, {}, []
     for number, name, index in entries:
         path = lookup.find(name)
@@ -227,7 +290,8 @@ def _from_labels_file(folder, paths, labels_file, classes):
                                f"{classes.labels[label_of_path[path]]})")
         label_of_path.setdefault(path, index)
         line_of_path.setdefault(path, number)
-    images = [LabelledImage(path, label_of_path[path]) for path in paths if path in label_of_path]
+    images = [LabelledImage(path, label_of_path[path], item=listing.item(path)) for path in paths
+              if path in label_of_path]
     skipped = [Skipped(path, "no label in the labels file") for path in paths if path not in label_of_path]
     return GroundTruth(folder, f"labels file ({kind})", images, found=len(paths), skipped=skipped,
                        labels_without_image={labels_file: without_image} if without_image else {},
@@ -308,10 +372,10 @@ class _ImageLookup:
     """Finds an image from the name a labels file gives it: a path relative to the folder or a
     base name, with or without its extension; a name that fits several images fits none."""
 
-    def __init__(self, folder, paths):
+    def __init__(self, listing):
         self.keys = ({}, {}, {}, {})
-        for path in paths:
-            relative = Path(os.path.relpath(path, folder)).as_posix()
+        for path in listing.paths:
+            relative = listing.relative(path)
             base = os.path.basename(relative)
             for table, key in zip(self.keys, (relative, _stem(relative), base, _stem(base))):
                 table.setdefault(key, []).append(path)
@@ -342,8 +406,7 @@ def _apply_real_labels(truth, real_labels_file, classes):
     up; otherwise the n-th image in file-name order takes the n-th entry.
     """
     try:
-        with open(real_labels_file, encoding="utf-8") as stream:
-            real = json.load(stream)
+        real = json.loads(read_file(real_labels_file).decode("utf-8"))
     except OSError as exc:
         raise DatasetError(f"{real_labels_file}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:

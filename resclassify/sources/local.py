@@ -129,13 +129,14 @@ def _contains(outer, inner):
     return os.path.commonpath([outer, inner]) == outer
 
 
-def expand_inputs(inputs, stdin=None, on_skip=None):
+def expand_inputs(inputs, stdin=None, on_skip=None, lister=None):
     """The command's INPUT arguments as a list of image paths, with an InputError in place of each bad one.
 
     A folder becomes its images (walk_images; on_skip(Skipped) hears of each entry not followed);
     tar shards (shards/val-{000000..000009}.tar, a glob, a .tar path or URL) their image members (sources.tars);
     "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are);
-    a line starting with ~ or ~user is expanded as a shell expands such an argument.
+    a line starting with ~ or ~user is expanded as a shell expands such an argument. A URL prefix is listed
+    once, by lister (sources.listing.PrefixListings.images; sources.remote.list_images unless given).
     """
     items = []
     for argument in inputs:
@@ -144,9 +145,9 @@ def expand_inputs(inputs, stdin=None, on_skip=None):
             paths = [os.path.expanduser(line) for line in lines if line.strip()]
             if not paths:
                 items.append([InputError("-", "no paths on stdin")])
-            items.extend(_expand_path(path, on_skip) for path in paths)
+            items.extend(_expand_path(path, on_skip, lister) for path in paths)
         else:
-            items.append(_expand_path(argument, on_skip))
+            items.append(_expand_path(argument, on_skip, lister))
     return [item for group in items for item in group]
 
 
@@ -155,13 +156,13 @@ def input_path(item):
     return item.path if isinstance(item, (InputError, RemoteImage)) else item
 
 
-def _expand_path(path, on_skip):
+def _expand_path(path, on_skip, lister=None):
     from .tars import expand_shards, names_tar_shards  # tars builds on this module: imported when used
 
     if names_tar_shards(path) and not os.path.isdir(path):
         return expand_shards(path, on_skip)
     if is_url(path):
-        return expand_url(path)
+        return expand_url(path, lister)
     try:
         is_folder = stat.S_ISDIR(os.stat(path).st_mode)
     except OSError as exc:

@@ -83,6 +83,9 @@ def list_images(url):
     A bucket that does not exist or cannot be listed is a StorageError (nothing could run).
     """
     fs, path = filesystem(url)
+    # The store, not what this process's filesystem cached of an earlier listing: a cache left from before an
+    # object was added makes reading that object fail as if it were missing.
+    fs.invalidate_cache(path)
     try:
         keys = fs.find(path)
     except FileNotFoundError as exc:
@@ -94,12 +97,13 @@ def list_images(url):
     return sorted(fs.unstrip_protocol(key) for key in keys if is_image_key(key))
 
 
-def expand_url(url):
-    """A URL argument as inputs: one RemoteImage for an image's URL, or those under a prefix (InputError if none)."""
+def expand_url(url, lister=None):
+    """A URL argument as inputs: one RemoteImage for an image's URL, or those under a prefix (InputError if none),
+    listed by lister (list_images unless given: see sources.listing)."""
     if is_image_key(url) and not url.endswith("/"):
         filesystem(url)  # a missing extra stops the run here, before any work
         return [RemoteImage(url, url)]
-    urls = list_images(url)
+    urls = (lister or list_images)(url)
     return [RemoteImage(found, found) for found in urls] or [InputError(url, "no image files found under this prefix")]
 
 
@@ -141,3 +145,13 @@ def _read_local(image):
 def _reason(exc, default):
     text = str(exc).strip().splitlines()
     return text[0] if text and text[0] else default
+
+
+def read_file(path):
+    """The whole bytes of a small file named by a local path or a URL (a labels file, a record file); OSError
+    (FileNotFoundError, PermissionError) as open() raises it, StorageError for a store that cannot be used."""
+    if not is_url(path):
+        with open(path, "rb") as file:
+            return file.read()
+    fs, inside = filesystem(path)
+    return fs.cat_file(inside)

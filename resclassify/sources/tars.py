@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import DatasetError, InputError, StorageError
 from ..images import file_error_reason
-from .ground_truth import (FIRST_FEW, ClassNameError, GroundTruth, LabelledImage, _from_labels_file,
+from .ground_truth import (FIRST_FEW, ClassNameError, GroundTruth, ImageListing, LabelledImage, _from_labels_file,
                            _apply_real_labels, resolve_class_name)
 from .local import Skipped, is_image_file
 from .remote import RemoteImage, filesystem, is_url
@@ -310,8 +310,8 @@ def find_tar_ground_truth(argument, labels_file=None, real_labels_file=None, cla
                      key=lambda entry: entry[0])
     item_of = {path: index.item(member) for path, index, member in members}
     if labels_file is not None:
-        truth = _from_labels_file(_common_folder(index.shard for index in readable), list(item_of), str(labels_file),
-                                  classes)
+        listing = ImageListing(_common_folder(index.shard for index in readable), list(item_of), class_folders=[])
+        truth = _from_labels_file(listing, str(labels_file), classes)
         truth.images = [replace(image, item=item_of[image.path]) for image in truth.images]
         truth.layout = f"tar shards, {truth.layout}"
         truth.folder = argument
