@@ -247,10 +247,10 @@ def test_results_are_matched_to_their_inputs_by_path():
 
 # --- remote inputs: the driver lists, the decoding tasks read the bytes ---------------------------
 
-def test_ray_predict_over_a_bucket_gives_the_records_of_the_same_images_on_disk(local_ray, s3, model, weights_file,
-                                                                               tmp_path):
-    """The CLI joins the module's Ray by address; that Ray started before this test pointed the environment at
-    the S3 server, so its workers have neither the endpoint nor credentials unless the driver sends them."""
+def test_ray_predict_over_a_bucket_gives_the_records_of_the_same_images_on_disk(local_ray, s3, cli_run, model,
+                                                                               weights_file, tmp_path):
+    """The module's Ray started before this test pointed the environment at the S3 server, so its workers have
+    neither the endpoint nor credentials unless the driver sends them (as to a cluster joined by address)."""
     from resclassify.sources.local import expand_inputs
     from resclassify.sources.remote import RemoteImage
 
@@ -265,13 +265,10 @@ def test_ray_predict_over_a_bucket_gives_the_records_of_the_same_images_on_disk(
     [missing_record] = resclassify.classify([RemoteImage(missing, missing)], model, top_k=5)  # the local engine's
 
     out = tmp_path / "ray.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "resclassify", "predict", "--engine", "ray", "--ray-address", local_ray,
-         "--weights", str(weights_file), "--batch-size", "2", "--output", str(out), prefix, missing],
-        capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 3, result.stderr
+    result = cli_run("predict", "--engine", "ray", "--weights", weights_file, "--batch-size", "2", "--output", out,
+                     prefix, missing)
+    assert result.exit_code == 3, result.stderr
+    assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"resclassify: error: {missing}: {missing_record['error']}",
         "resclassify: warning: 1 of 5 inputs could not be classified",
@@ -332,3 +329,27 @@ def test_decoding_tasks_get_the_drivers_storage_variables_for_remote_inputs_only
     # Local files and members of a local shard need nothing; nor does a driver with no storage variables.
     assert storage_runtime_env(["/data/a.jpg", RemoteImage("s.tar/0.jpg", "s.tar", 512, 1024)], environ) is None
     assert storage_runtime_env([in_bucket], {"HOME": "/home/me"}) is None
+
+
+def test_a_node_that_cannot_read_the_store_stops_the_run_with_one_line(monkeypatch):
+    """Not an error record per image (every input would fail alike): the driver stops the run with the reason."""
+    from resclassify import resolve_preprocessing
+    from resclassify.engines.ray import RayEngineError, decode_batch, input_row, matched_results
+    from resclassify.errors import StorageError
+    from resclassify.sources import remote
+    from resclassify.sources.remote import RemoteImage
+
+    def no_extra(url):
+        raise StorageError(f"{url}: reading s3:// URLs needs s3fs: pip install 'resclassify[s3]'")
+
+    monkeypatch.setattr(remote, "filesystem", no_extra)
+    items = [SAMPLES[0], RemoteImage("s3://b/p.jpg", "s3://b/p.jpg"), RemoteImage("s3://b/q.jpg", "s3://b/q.jpg")]
+    rows = [input_row(item) for item in items]
+    batch = {column: np.array([row[column] for row in rows], dtype=object) for column in rows[0]}
+    decoded = decode_batch(batch, resolve_preprocessing())
+    failure = decoded["failure"][0]
+    assert list(decoded["failure"]) == [failure] * 3 and list(decoded["error"][1:]) == [failure] * 2
+    results = matched_results(items, rows, [{**decoded, **result_batch([row["path"] for row in rows])}])
+    with pytest.raises(RayEngineError, match=r"^the Ray run failed: s3://b/p\.jpg: reading s3:// URLs needs s3fs: "
+                                             r"pip install 'resclassify\[s3\]' \(in a decoding task on the Ray node at "):
+        list(results)

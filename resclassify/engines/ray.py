@@ -51,23 +51,35 @@ def image_shape(preprocessing):
 
 def decode_batch(batch, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
     """Ray Data stage (a CPU task): {"path", optional "url", "start", "end", "error"} rows → adds "pixels"
-    (uint8) and "error".
+    (uint8), "error" and "failure".
 
     A row with a "url" is a remote image or a tar member (sources.remote.RemoteImage: the bytes of url,
     or bytes start..end of it, -1 for none): its bytes are read here, in the task, several at once
     (sources.fetching), and "path" only names it. Other rows are local files at "path". Each is
     decoded with images.load_image; one that cannot be read gets its reason in "error" ("" when it
-    loaded) and zeros for pixels, so that the batch keeps one shape.
+    loaded) and zeros for pixels, so that the batch keeps one shape. "failure" is "" unless this node
+    cannot read the store at all (no credentials, a missing extra): then it says why, for the driver
+    to stop the run with.
     """
     paths = [str(path) for path in batch["path"]]
     errors = [str(e) for e in batch["error"]] if "error" in batch else [""] * len(paths)
     pixels = np.zeros((len(paths),) + image_shape(preprocessing), dtype=np.uint8)
     todo = [row for row in range(len(paths)) if not errors[row]]
     items = [_row_item(batch, paths, row) for row in todo]
+    failure = ""
     # fetch_ahead passes local paths through; remote images are read all at once, so a far store's
     # latency is paid once per batch, not once per image.
     with contextlib.closing(fetch_ahead(items, requests=max(1, len(items)))) as fetched:
-        for row, item in zip(todo, fetched):
+        for row in todo:
+            try:
+                item = next(fetched)  # an InputError stands for an input that cannot be read
+            except Exception as exc:
+                # Not one input's fault: this node cannot read the store at all (no credentials, the
+                # extra not installed). The driver stops the run with it (see matched_results).
+                failure = _node_failure(exc)
+                for rest in todo[todo.index(row):]:
+                    errors[rest] = failure  # the network passes them over
+                break
             try:
                 if isinstance(item, InputError):
                     raise item
@@ -77,7 +89,19 @@ def decode_batch(batch, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
                     pixels[row] = load_image(item, preprocessing, max_pixels)
             except InputError as exc:
                 errors[row] = exc.reason
-    return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
+    return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object),
+            "failure": np.array([failure] * len(paths), dtype=object)}
+
+
+def _node_failure(exc):
+    """One line for the driver: what stopped a task reading the store, and on which node."""
+    reason = str(exc) if isinstance(exc, ResclassifyError) else f"{type(exc).__name__}: {first_line(exc)}"
+    try:
+        import ray
+
+        return f"{reason} (in a decoding task on the Ray node at {ray.util.get_node_ip_address()})"
+    except Exception:
+        return reason
 
 
 def _row_item(batch, paths, row):
@@ -397,6 +421,8 @@ def matched_results(items, rows, batches):
         for row in range(len(batch["path"])):
             if position >= len(rows):
                 raise RayEngineError(f"the Ray run returned more results than its {len(rows)} inputs")
+            if "failure" in batch and batch["failure"][row]:
+                raise RayEngineError(f"the Ray run failed: {batch['failure'][row]}")
             got, due = str(batch["path"][row]), rows[position]["path"]
             if got != due:
                 raise RayEngineError(f"the Ray run returned the result of {got} where the one of {due} was due "
