@@ -1,4 +1,5 @@
-"""The Ray engine: paths become a Ray Dataset; decoding runs as CPU tasks, the network in an actor pool
+"""The Ray engine: inputs (paths, URLs, tar members) become a Ray Dataset; reading remote bytes and decoding
+run as CPU tasks, the network in an actor pool
 (one actor per GPU, CPU actors where the cluster has none), each actor loading the model once; results
 stream back to the driver in input order.
 
