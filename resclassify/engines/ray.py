@@ -1,7 +1,6 @@
 """The Ray engine: inputs (paths, URLs, tar members) become a Ray Dataset; reading remote bytes and decoding
-run as CPU tasks, the network in an actor pool
-(one actor per GPU, CPU actors where the cluster has none), each actor loading the model once; results
-stream back to the driver in input order.
+run as CPU tasks, the network in an actor pool (one actor per GPU, CPU actors where the cluster has none),
+each actor loading the model once; results stream back to the driver in input order.
 
 Ray is imported here only, and only when a Ray run starts: `pip install 'resclassify[ray]'`.
 """
