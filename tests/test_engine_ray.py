@@ -9,12 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import resclassify
-from conftest import REPO, SAMPLE_IMAGES, assert_records_match, save_image
+from conftest import BACKEND_TOLERANCE, REPO, SAMPLE_IMAGES, assert_records_match, jsonl, save_image
 
 pytest.importorskip("ray", reason="the ray extra: pip install 'resclassify[ray]'")
 pytestmark = pytest.mark.ray
@@ -242,3 +243,113 @@ def test_results_are_matched_to_their_inputs_by_path():
         list(matched_results(items, rows, [result_batch(items[:2])]))
     with pytest.raises(RayEngineError, match="more results than its 3 inputs"):
         list(matched_results(items, rows, [result_batch(items), result_batch(items[:1])]))
+
+
+# --- remote inputs: the driver lists, the decoding tasks read the bytes ---------------------------
+
+def test_ray_predict_over_a_bucket_gives_the_records_of_the_same_images_on_disk(local_ray, s3, cli_run, model,
+                                                                               weights_file, tmp_path):
+    """The module's Ray started before this test pointed the environment at the S3 server, so its workers have
+    neither the endpoint nor credentials unless the driver sends them (as to a cluster joined by address)."""
+    from resclassify.sources.local import expand_inputs
+    from resclassify.sources.remote import RemoteImage
+
+    folder = tmp_path / "photos"
+    for n in range(4):
+        save_image(folder / f"p{n}.jpg", size=(96 + 9 * n, 80), seed=60 + n, quality=90)
+    bucket = s3.new_bucket()
+    s3.upload_folder(folder, bucket, "photos/")
+    prefix = f"s3://{bucket}/photos/"
+    missing = prefix + "deleted.jpg"  # named on the command line, never in the bucket
+    on_disk = list(resclassify.classify(expand_inputs([str(folder)]), model, top_k=5))
+    [missing_record] = resclassify.classify([RemoteImage(missing, missing)], model, top_k=5)  # the local engine's
+
+    out = tmp_path / "ray.jsonl"
+    result = cli_run("predict", "--engine", "ray", "--weights", weights_file, "--batch-size", "2", "--output", out,
+                     prefix, missing)
+    assert result.exit_code == 3, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"resclassify: error: {missing}: {missing_record['error']}",
+        "resclassify: warning: 1 of 5 inputs could not be classified",
+    ]
+    records = jsonl(out)
+    assert [r["path"] for r in records] == [f"{prefix}p{n}.jpg" for n in range(4)] + [missing]
+    assert records[-1] == missing_record
+    assert_records_match([{**r, "path": d["path"]} for r, d in zip(records, on_disk)], on_disk, BACKEND_TOLERANCE)
+
+
+def test_ray_classifies_tar_members_from_their_byte_ranges(local_ray, model, tmp_path, monkeypatch):
+    """Members of a local tar shard as RemoteImage ranges: read in the tasks (not here), named shard/member."""
+    import tarfile
+
+    from resclassify.engines.ray import RayEngine
+    from resclassify.sources import remote
+    from resclassify.sources.remote import RemoteImage
+
+    monkeypatch.chdir(tmp_path)  # a relative shard path: the records keep it; the tasks run elsewhere
+    members = tmp_path / "members"
+    for n in range(3):
+        save_image(members / f"00000{n}.jpg", size=(88 + 11 * n, 72), seed=80 + n, quality=90)
+    (members / "000003.jpg").write_bytes(b"not an image")
+    Path("shards").mkdir()
+    shard = "shards/val-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for path in sorted(members.iterdir()):
+            tar.add(path, arcname=path.name)
+    with tarfile.open(shard) as tar:
+        items = [RemoteImage(f"{shard}/{m.name}", shard, m.offset_data, m.offset_data + m.size) for m in tar]
+    size = Path(shard).stat().st_size
+    items.append(RemoteImage(f"{shard}/000004.jpg", shard, size - 100, size + 100))  # past the end: cut short
+
+    on_disk = list(resclassify.classify([str(members / f"00000{n}.jpg") for n in range(3)], model, top_k=5))
+    local = list(resclassify.classify(items, model, top_k=5))
+    # From here this process reads no image bytes: the tasks must.
+    monkeypatch.setattr(remote, "_read_local", lambda image: pytest.fail("the driver read a tar member"))
+    with RayEngine() as engine:
+        on_ray = list(resclassify.classify(items, model, top_k=5, engine=engine))
+
+    assert [r["path"] for r in on_ray] == [f"{shard}/00000{n}.jpg" for n in range(5)]
+    assert_records_match(on_ray, local, BACKEND_TOLERANCE)
+    assert [r["error"] for r in on_ray[3:]] == ["cannot identify image file", "cut short: 100 of 200 bytes"]
+    assert_records_match([{**r, "path": d["path"]} for r, d in zip(on_ray, on_disk)], on_disk, BACKEND_TOLERANCE)
+
+
+def test_decoding_tasks_get_the_drivers_storage_variables_for_remote_inputs_only():
+    from resclassify.engines.ray import storage_runtime_env
+    from resclassify.sources.remote import RemoteImage
+
+    environ = {"AWS_ENDPOINT_URL": "http://minio.internal:9000", "AWS_ACCESS_KEY_ID": "key",
+               "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "eu-west-1", "AWS_PROFILE": "laptop",
+               "GOOGLE_APPLICATION_CREDENTIALS": "/home/me/key.json", "HOME": "/home/me"}
+    in_bucket = RemoteImage("s3://b/p.jpg", "s3://b/p.jpg")
+    assert storage_runtime_env(["/data/a.jpg", in_bucket], environ) == {"env_vars": {
+        "AWS_ENDPOINT_URL": "http://minio.internal:9000", "AWS_ACCESS_KEY_ID": "key",
+        "AWS_SECRET_ACCESS_KEY": "secret", "AWS_REGION": "eu-west-1"}}
+    # Local files and members of a local shard need nothing; nor does a driver with no storage variables.
+    assert storage_runtime_env(["/data/a.jpg", RemoteImage("s.tar/0.jpg", "s.tar", 512, 1024)], environ) is None
+    assert storage_runtime_env([in_bucket], {"HOME": "/home/me"}) is None
+
+
+def test_a_node_that_cannot_read_the_store_stops_the_run_with_one_line(monkeypatch):
+    """Not an error record per image (every input would fail alike): the driver stops the run with the reason."""
+    from resclassify import resolve_preprocessing
+    from resclassify.engines.ray import RayEngineError, decode_batch, input_row, matched_results
+    from resclassify.errors import StorageError
+    from resclassify.sources import remote
+    from resclassify.sources.remote import RemoteImage
+
+    def no_extra(url):
+        raise StorageError(f"{url}: reading s3:// URLs needs s3fs: pip install 'resclassify[s3]'")
+
+    monkeypatch.setattr(remote, "filesystem", no_extra)
+    items = [SAMPLES[0], RemoteImage("s3://b/p.jpg", "s3://b/p.jpg"), RemoteImage("s3://b/q.jpg", "s3://b/q.jpg")]
+    rows = [input_row(item) for item in items]
+    batch = {column: np.array([row[column] for row in rows], dtype=object) for column in rows[0]}
+    decoded = decode_batch(batch, resolve_preprocessing())
+    failure = decoded["failure"][0]
+    assert list(decoded["failure"]) == [failure] * 3 and list(decoded["error"][1:]) == [failure] * 2
+    results = matched_results(items, rows, [{**decoded, **result_batch([row["path"] for row in rows])}])
+    with pytest.raises(RayEngineError, match=r"^the Ray run failed: s3://b/p\.jpg: reading s3:// URLs needs s3fs: "
+                                             r"pip install 'resclassify\[s3\]' \(in a decoding task on the Ray node at "):
+        list(results)

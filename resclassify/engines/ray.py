@@ -1,6 +1,6 @@
-"""The Ray engine: paths become a Ray Dataset; decoding runs as CPU tasks, the network in an actor pool
-(one actor per GPU, CPU actors where the cluster has none), each actor loading the model once; results
-stream back to the driver in input order.
+"""The Ray engine: inputs (paths, URLs, tar members) become a Ray Dataset; reading remote bytes and decoding
+run as CPU tasks, the network in an actor pool (one actor per GPU, CPU actors where the cluster has none),
+each actor loading the model once; results stream back to the driver in input order.
 
 Ray is imported here only, and only when a Ray run starts: `pip install 'resclassify[ray]'`.
 """
@@ -14,15 +14,28 @@ import sys
 import numpy as np
 
 from ..errors import InputError, ResclassifyError, first_line
-from ..images import DEFAULT_MAX_PIXELS, load_image
+from ..images import DEFAULT_MAX_PIXELS, ImageBytes, load_image
 from ..pipeline import Scored, images_per_batch, probabilities_of
+from ..sources.fetching import fetch_ahead
+from ..sources.local import input_path
+from ..sources.remote import RemoteImage, is_url
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'resclassify[ray]'"
 # What a worker on another machine needs from this process's environment to load the same model.
 FORWARDED_VARIABLES = ("RESCLASSIFY_OFFLINE", "RESCLASSIFY_WEIGHTS_MIRROR", "KERAS_BACKEND")
+# What a decoding task needs to read objects as the driver listed them: the store's own variables that hold
+# their whole value (endpoint, region, keys). Those naming a file on the driver's machine (AWS_PROFILE and
+# its files, GOOGLE_APPLICATION_CREDENTIALS) are not sent: the file may not be on the nodes, and a profile
+# the nodes lack would stop them using their own credentials (an instance role): the nodes set those.
+STORAGE_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                     "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
 # Paths handed to one decoding task: enough to keep a core busy, few enough to keep results streaming.
 DECODE_BATCH = 16
 MAX_BLOCKS = 1000
+# Remote reads in flight per decoding task: a core decodes about 100 JPEGs/s, and 8 requests of 50 ms
+# (a far region) bring 160/s, so the core never waits on the store; per core, so that a node with many
+# cores does not flood the store (the local engine keeps 32 in flight per process).
+TASK_REQUESTS = 8
 CPU_ACTOR_CPUS = 0.5
 
 
@@ -41,22 +54,100 @@ def image_shape(preprocessing):
 
 
 def decode_batch(batch, preprocessing, max_pixels=DEFAULT_MAX_PIXELS):
-    """Ray Data stage (a CPU task): {"path", optional "error"} rows → adds "pixels" (uint8) and "error".
+    """Ray Data stage (a CPU task): {"path", optional "url", "start", "end", "error"} rows → adds "pixels"
+    (uint8), "error" and "failure".
 
-    images.load_image on each path; a file that cannot be read gets its reason in "error" ("" when
-    it loaded) and zeros for pixels, so that the batch keeps one shape.
+    A row with a "url" is a remote image or a tar member (sources.remote.RemoteImage: the bytes of url,
+    or bytes start..end of it, -1 for none): its bytes are read here, in the task, several at once
+    (sources.fetching), and "path" only names it. Other rows are local files at "path". Each is
+    decoded with images.load_image; one that cannot be read gets its reason in "error" ("" when it
+    loaded) and zeros for pixels, so that the batch keeps one shape. "failure" is "" unless this node
+    cannot read the store at all (no credentials, a missing extra): then it says why, for the driver
+    to stop the run with.
     """
     paths = [str(path) for path in batch["path"]]
     errors = [str(e) for e in batch["error"]] if "error" in batch else [""] * len(paths)
     pixels = np.zeros((len(paths),) + image_shape(preprocessing), dtype=np.uint8)
-    for row, path in enumerate(paths):
-        if errors[row]:
-            continue
-        try:
-            pixels[row] = load_image(path, preprocessing, max_pixels)
-        except InputError as exc:
-            errors[row] = exc.reason
-    return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
+    todo = [row for row in range(len(paths)) if not errors[row]]
+    items = [_row_item(batch, paths, row) for row in todo]
+    failure = ""
+    # fetch_ahead passes local paths through and reads remote images ahead of the decoding, several at
+    # once, so a far store's latency is not paid image after image.
+    with contextlib.closing(fetch_ahead(items, requests=TASK_REQUESTS)) as fetched:
+        for row in todo:
+            try:
+                item = next(fetched)  # an InputError stands for an input that cannot be read
+            except Exception as exc:
+                # Not one input's fault: this node cannot read the store at all (no credentials, the
+                # extra not installed). The driver stops the run with it (see matched_results).
+                failure = _node_failure(exc)
+                for rest in todo[todo.index(row):]:
+                    errors[rest] = failure  # the network passes them over
+                break
+            try:
+                if isinstance(item, InputError):
+                    raise item
+                if isinstance(item, ImageBytes):
+                    pixels[row] = load_image(item.path, preprocessing, max_pixels, data=item.data)
+                else:
+                    pixels[row] = load_image(item, preprocessing, max_pixels)
+            except InputError as exc:
+                errors[row] = exc.reason
+    return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object),
+            "failure": np.array([failure] * len(paths), dtype=object)}
+
+
+def _node_failure(exc):
+    """One line for the driver: what stopped a task reading the store, and on which node."""
+    reason = str(exc) if isinstance(exc, ResclassifyError) else f"{type(exc).__name__}: {first_line(exc)}"
+    try:
+        import ray
+
+        return f"{reason} (in a decoding task on the Ray node at {ray.util.get_node_ip_address()})"
+    except Exception:
+        return reason
+
+
+def _row_item(batch, paths, row):
+    """What a row reads: a RemoteImage where it has a url, else the local path."""
+    url = str(batch["url"][row]) if "url" in batch else ""
+    if not url:
+        return paths[row]
+    start, end = (int(batch[column][row]) if column in batch else -1 for column in ("start", "end"))
+    return RemoteImage(paths[row], url, start if start >= 0 else None, end if end >= 0 else None)
+
+
+def input_row(item):
+    """The row decode_batch reads for an item of the driver's list (a path, a RemoteImage or an InputError).
+
+    A local file travels as its absolute path (the tasks do not run in this directory); a remote
+    image as its name (the URL, or shard/member: what its record says, never made absolute) and where
+    its bytes are (url, and the range of a tar member, -1 for none; a local shard's url made absolute).
+    """
+    row = {"path": "", "url": "", "start": -1, "end": -1, "error": ""}
+    if isinstance(item, InputError):
+        return {**row, "path": item.path, "error": item.reason}
+    if isinstance(item, RemoteImage):
+        url = item.url if is_url(item.url) else os.path.abspath(item.url)
+        return {**row, "path": item.path, "url": url,
+                "start": -1 if item.start is None else item.start, "end": -1 if item.end is None else item.end}
+    return {**row, "path": os.path.abspath(item)}
+
+
+def storage_runtime_env(items, environ=None):
+    """The runtime_env of decoding tasks that read items: the driver's storage variables (STORAGE_VARIABLES)
+    when some item is behind a URL, else None.
+
+    Ray's workers have the environment of the Ray they belong to, not the driver's (Ray's
+    documented remedy is runtime_env env_vars): a cluster joined by address, or a Ray this
+    process started before the variables were set, would otherwise read with other credentials
+    or at another endpoint than the driver listed with.
+    """
+    environ = os.environ if environ is None else environ
+    if not any(isinstance(item, RemoteImage) and is_url(item.url) for item in items):
+        return None
+    variables = {name: environ[name] for name in STORAGE_VARIABLES if name in environ}
+    return {"env_vars": variables} if variables else None
 
 
 class Classify:
@@ -262,10 +353,12 @@ class RayEngine:
 
     def score(self, items, classifier, preprocessing, *, batch_size=32, workers=None, decoding=None,
               max_pixels=DEFAULT_MAX_PIXELS):
-        """Yield a Scored for every item (a path, or an InputError found earlier), in input order.
+        """Yield a Scored for every item (a path, a sources.remote.RemoteImage, or an InputError found
+        earlier), in input order.
 
         workers and decoding (how this machine decodes) do not apply: Ray's tasks decode, as many
-        at once as the cluster has CPUs.
+        at once as the cluster has CPUs. Remote images' bytes are read by those tasks too (this
+        process only lists prefixes, before the run), with this process's storage variables.
         """
         recipe = getattr(classifier, "recipe", None)
         if recipe is None:
@@ -281,12 +374,8 @@ class RayEngine:
         batch_size = max(1, min(batch_size, good))
         actors, gpus_per_actor, device = self.actor_pool()
         self._pool = (actors, device.upper())
-        rows = []
-        for item in items:
-            if isinstance(item, InputError):
-                rows.append({"path": item.path, "error": item.reason})
-            else:
-                rows.append({"path": os.path.abspath(item), "error": ""})
+        rows = [input_row(item) for item in items]
+        storage = storage_runtime_env(items)
         # Blocks are the decoding tasks: small enough that results stream, few enough to schedule.
         blocks = min(MAX_BLOCKS, max(1, -(-len(rows) // DECODE_BATCH)))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)
@@ -300,7 +389,8 @@ class RayEngine:
             logging.getLogger("ray.data").setLevel(logging.ERROR)
         dataset = dataset.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing,
                                                                "max_pixels": max_pixels},
-                                      batch_size=DECODE_BATCH, num_cpus=1)
+                                      batch_size=DECODE_BATCH, num_cpus=1,
+                                      **({"runtime_env": storage} if storage else {}))
         dataset = dataset.map_batches(
             _bound_stage(actor_recipe(recipe, device, self.threads), preprocessing, batch_size),
             compute=ray.data.ActorPoolStrategy(size=actors),
@@ -335,6 +425,8 @@ def matched_results(items, rows, batches):
         for row in range(len(batch["path"])):
             if position >= len(rows):
                 raise RayEngineError(f"the Ray run returned more results than its {len(rows)} inputs")
+            if "failure" in batch and batch["failure"][row]:
+                raise RayEngineError(f"the Ray run failed: {batch['failure'][row]}")
             got, due = str(batch["path"][row]), rows[position]["path"]
             if got != due:
                 raise RayEngineError(f"the Ray run returned the result of {got} where the one of {due} was due "
@@ -346,7 +438,7 @@ def matched_results(items, rows, batches):
 
 
 def _scored(item, batch, row):
-    path = item.path if isinstance(item, InputError) else item
+    path = input_path(item)
     error = str(batch["error"][row])
     if error:
         return Scored(path, error=item if isinstance(item, InputError) else InputError(path, error))
