@@ -14,10 +14,22 @@ product, so that it stays short):
 | resumed    | ray    | onnxruntime                  | CSV     | ... on another kind of node          |
 
 The set holds one unreadable image, which --max-failures 1 accepts, so every run exits 0.
+
+The same set then meets object storage and tar shards (test_the_set_in_a_bucket_and_in_tar_shards...):
+
+| run          | input                              | engine | runtime     | records            |
+|--------------|------------------------------------|--------|-------------|--------------------|
+| shard 1/2    | s3:// prefix of class folders      | local  | onnxruntime | Parquet            |
+| shard 2/2    | s3:// prefix (the saved listing)   | ray    | tensorflow  | JSONL, into bucket |
+| merged       | --from-predictions: file + s3 URL  |        |             |                    |
+| tar, stopped | s3:// tar shards, brace form       | local  | tensorflow  | CSV, cut mid-run   |
+| tar, resumed | the same shards                    | ray    | onnxruntime | CSV, --resume      |
 """
 
+import io
 import json
 import os
+import tarfile
 import signal
 import subprocess
 import sys
@@ -200,3 +212,81 @@ def test_a_run_stopped_by_sigterm_resumes_on_another_engine_and_runtime(
     whole = records(out)
     assert [r["path"] for r in whole[:len(stopped)]] == [r["path"] for r in stopped]
     assert_same_records(whole, reference_records)
+
+
+def _as_local(value, local_of):
+    """A report or records with remote paths (URLs, tar members) written as the local files they were made from."""
+    text = json.dumps(value)
+    for remote, local in sorted(local_of.items(), key=lambda pair: -len(pair[0])):
+        text = text.replace(json.dumps(remote)[1:-1], json.dumps(local)[1:-1])
+    return json.loads(text)
+
+
+def _tar_shards(folder, shards_folder):
+    """The set's images as two WebDataset tar shards, each image with a .txt sibling naming its class
+    folder's WordNet id; the member path -> local file map, given the shards' URL prefix later."""
+    images = sorted(p for p in folder.rglob("*") if p.is_file())
+    members = {}
+    shards_folder.mkdir()
+    for shard, part in enumerate((images[:4], images[4:])):
+        name = f"val-{shard:06d}.tar"
+        with tarfile.open(shards_folder / name, "w") as tar:
+            for image in part:
+                key = f"{len(members):06d}"
+                for member, data in ((f"{key}.txt", image.parent.name.encode()), (f"{key}.jpg", image.read_bytes())):
+                    info = tarfile.TarInfo(member)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                members[f"{name}/{key}.jpg"] = str(image)
+    return members
+
+
+def test_the_set_in_a_bucket_and_in_tar_shards_gives_the_reference_on_every_engine_and_runtime(
+        cli_run, combination_set, weights_file, reference, s3, ray_with_onnx_cache, onnx_cache, tmp_path):
+    pytest.importorskip("pyarrow")
+    folder, _ = combination_set
+    report, reference_records = reference
+    bucket = s3.new_bucket("combination")
+    s3.upload_folder(folder, bucket, "val/")
+    prefix = f"s3://{bucket}/val"
+    local_of = {f"{prefix}/{p.relative_to(folder).as_posix()}": str(p) for p in folder.rglob("*") if p.is_file()}
+
+    # Two shards over the prefix: the first lists it and saves the listing beside its Parquet records.
+    first, second = tmp_path / "bucket-1.parquet", tmp_path / "bucket-2.jsonl"
+    runs = [
+        cli_run(*combination_args(prefix + "/", "--weights", weights_file, "--backend", "onnxruntime",
+                                  "--shard", "1/2", "--predictions-out", first)),
+        cli_run(*combination_args(prefix + "/", "--weights", weights_file, "--backend", "tensorflow",
+                                  "--engine", "ray", "--shard", "2/2", "--predictions-out", second)),
+    ]
+    for run in runs:
+        assert run.exit_code == 0, run.stderr
+    assert (tmp_path / "bucket-1.parquet.listing.json").is_file()
+    s3.client.put_object(Bucket=bucket, Key="records/bucket-2.jsonl", Body=second.read_bytes())
+    merged = cli_run("eval", "--from-predictions", first, f"s3://{bucket}/records/bucket-2.jsonl", "--json",
+                     "--max-failures", "1")
+    assert merged.exit_code == 0, merged.stderr
+    merged_report = _as_local(json.loads(merged.stdout), local_of)
+    assert_same_report(merged_report, report)
+    assert merged_report["model"]["backends"] == ["onnxruntime", "tensorflow"]
+    assert_same_records(_as_local(records(first) + records(second), local_of), reference_records)
+
+    # The same images as tar shards in the bucket: a run cut short on TensorFlow, resumed on Ray + ONNX Runtime.
+    members = _tar_shards(folder, tmp_path / "shards")
+    s3.upload_folder(tmp_path / "shards", bucket, "shards/")
+    local_of = {f"s3://{bucket}/shards/{member}": path for member, path in members.items()}
+    shards = f"s3://{bucket}/shards/val-{{000000..000001}}.tar"
+    out = tmp_path / "tar.csv"
+    whole = cli_run(*combination_args(shards, "--weights", weights_file, "--backend", "tensorflow",
+                                      "--predictions-out", out))
+    assert whole.exit_code == 0, whole.stderr
+    assert_same_report(_as_local(json.loads(whole.stdout), local_of), report)
+    data = out.read_bytes()
+    out.write_bytes(data[:len(data) * 2 // 5])  # a run stopped mid-row, part of the way through
+    resumed = cli_run(*combination_args(shards, "--weights", weights_file, "--backend", "onnxruntime",
+                                        "--engine", "ray", "--predictions-out", out, "--resume"))
+    assert resumed.exit_code == 0, resumed.stderr
+    resumed_report = _as_local(json.loads(resumed.stdout), local_of)
+    assert_same_report(resumed_report, report)
+    assert resumed_report["model"]["backends"] == ["onnxruntime", "tensorflow"]
+    assert_same_records(_as_local(records(out), local_of), reference_records)
