@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..images import IMAGE_EXTENSIONS, file_error_reason
-from .remote import RemoteImage, expand_url, is_url
+from .remote import RemoteImage, check_buckets, expand_url, is_url
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def expand_inputs(inputs, stdin=None, on_skip=None):
     "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are);
     a line starting with ~ or ~user is expanded as a shell expands such an argument.
     """
-    items = []
+    items, urls = [], []
     for argument in inputs:
         if argument == "-":
             lines = [os.fsdecode(line).rstrip("\r\n") for line in (stdin if stdin is not None else [])]
@@ -144,8 +144,13 @@ def expand_inputs(inputs, stdin=None, on_skip=None):
             if not paths:
                 items.append([InputError("-", "no paths on stdin")])
             items.extend(_expand_path(path, on_skip) for path in paths)
+            urls.extend(path for path in paths if is_url(path))
         else:
             items.append(_expand_path(argument, on_skip))
+            if is_url(argument):
+                urls.append(argument)
+    # A missing bucket or refused credentials stop the run here, once, not as an error per object.
+    check_buckets(urls)
     return [item for group in items for item in group]
 
 
