@@ -88,15 +88,15 @@ def test_fetching_keeps_input_order_and_passes_local_paths_and_errors_through():
 
 def test_a_consumer_that_stops_early_does_not_wait_for_the_reads_out():
     read = RecordingRead(size=10, seconds=0.5)
-    fetched = fetch_ahead(images(64), requests=4, read=RecordingRead(size=10, seconds=0.0))
-    next(fetched)
-    slow = fetch_ahead(images(64), requests=4, read=read)
-    fetched.close()
+    fetched = fetch_ahead(images(64), requests=4, read=read)
     started = time.monotonic()
-    slow_first = next(slow)
-    slow.close()
-    assert slow_first.path == "s3://b/000.jpg"
-    assert time.monotonic() - started < 1.2  # the first read (0.5 s), not the 4 x 16 others
+    first = next(fetched)
+    fetched.close()
+    assert first.path == "s3://b/000.jpg"
+    # The first read (0.5 s) and the three beside it, not the 15 rounds of reads left.
+    assert time.monotonic() - started < 1.2
+    time.sleep(0.6)
+    assert read.returned <= 8 * 10  # the reads out when it stopped, and none started after
 
 
 # --- retries: which errors, how many times, how long -----------------------------------------
@@ -164,7 +164,8 @@ def test_a_transient_error_that_clears_gives_the_bytes():
 
 
 @pytest.mark.parametrize("error, reason", [
-    (FileNotFoundError("images/gone.jpg"), "no such bucket or object (images/gone.jpg)"),
+    (FileNotFoundError("images/gone.jpg"), "no such bucket or object"),
+    (FileNotFoundError("The specified key does not exist."), "no such bucket or object (The specified key does not exist.)"),
     (PermissionError("Access Denied"), "access denied (Access Denied)"),
     (wrapped(403, "AccessDenied"), "access denied (AccessDenied message)"),
     (wrapped(400, "InvalidRequest"), "HTTP 400: InvalidRequest message"),

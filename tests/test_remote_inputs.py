@@ -97,7 +97,7 @@ def test_an_https_url_that_is_not_there_is_its_error_record(cli_run, weights_fil
     assert result.exit_code == 3
     records = records_of(result)
     assert records[1]["path"] == missing
-    assert records[1]["error"].startswith("no such bucket or object")
+    assert records[1]["error"] == "no such bucket or object"
     assert "predictions" in records[0]
 
 
@@ -115,7 +115,7 @@ def test_an_object_deleted_between_listing_and_fetching_is_its_error_record(
     assert result.exit_code == 3
     records = records_of(result)
     assert [r["path"] for r in records] == [f"s3://{bucket_of_photos}/photos/p{i}.jpg" for i in range(3)]
-    assert records[1]["error"].startswith("no such bucket or object")
+    assert records[1]["error"] == "no such bucket or object (The specified key does not exist.)"
     assert_records_match([records[0], records[2]], with_paths([local_records[0], local_records[2]],
                                                               [records[0]["path"], records[2]["path"]]))
     assert f"{records[1]['path']}: no such bucket or object" in result.stderr
@@ -186,6 +186,16 @@ def test_credentials_the_store_refuses_are_one_line_before_any_work(cli_run, buc
     assert result.exit_code == 1
     assert result.stderr == f"resclassify: error: s3://{bucket_of_photos}: access denied (Forbidden)\n"
     assert proxy.count(bucket_of_photos, "HEAD") == 1  # one bucket, asked once
+    assert proxy.count(bucket_of_photos, "GET") == 0
+
+
+def test_credentials_refused_when_listing_a_prefix_are_one_line_before_any_work(
+        cli_run, bucket_of_photos, proxy, tmp_path):
+    proxy.add_rule("", status=403)
+    prefix = f"s3://{bucket_of_photos}/photos/"
+    result = cli_run("predict", prefix, "--weights", tmp_path / "never-loaded.h5")
+    assert result.exit_code == 1
+    assert result.stderr == f"resclassify: error: {prefix}: access denied (Access Denied)\n"
 
 
 @pytest.mark.parametrize("scheme, package, extra", [("s3", "s3fs", "s3"), ("https", "aiohttp", "http")])

@@ -263,7 +263,10 @@ def store_error_reason(exc, default):
     status = http_status(exc)
     cut = any(_names(error) & CUT_SHORT_ERRORS for error in _chain(exc))
     if isinstance(exc, FileNotFoundError) or status in (404, 410):
-        reason = f"no such bucket or object ({_reason(exc, 'not found')})"
+        # The store's own words when it gives some ("The specified key does not exist."), not
+        # a bare repeat of the path (fsspec's HTTP filesystem gives only the URL).
+        said = _reason(exc, "")
+        reason = f"no such bucket or object ({said})" if " " in said else "no such bucket or object"
     elif isinstance(exc, PermissionError) or status in (401, 403):
         reason = f"access denied ({_reason(exc, 'forbidden')})"
     elif cut:
