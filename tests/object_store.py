@@ -112,6 +112,10 @@ _S3_CODES = {403: ("AccessDenied", "Access Denied"), 404: ("NoSuchKey", "The spe
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):
+    # A client opens its pool's connections at once (32 and more): with the default backlog of 5
+    # the kernel drops the rest, and their clients wait a second to try again.
+    request_queue_size = 128
+
     def handle_error(self, request, client_address):
         pass  # a client that hung up (a test's timeout, a cut response): nothing to report
 
