@@ -8,7 +8,7 @@ import pytest
 
 from resclassify.errors import InputError
 from resclassify.images import ImageBytes
-from resclassify.sources import remote
+from resclassify.sources import fetching, remote
 from resclassify.sources.fetching import fetch_ahead
 from resclassify.sources.remote import RemoteImage, is_transient, store_error_reason, with_retries
 
@@ -49,9 +49,9 @@ def images(count):
 def test_fetching_holds_at_most_max_bytes_plus_the_reads_in_flight():
     # A consumer slower than the reads: without the bound, every read started would be held.
     read = RecordingRead(size=1000, seconds=0.02)
-    for result in fetch_ahead(images(24), requests=4, max_bytes=1000, read=read):
+    for result in fetch_ahead(images(16), requests=4, max_bytes=1000, read=read):
         read.taken(result)
-        time.sleep(0.03)
+        time.sleep(0.02)
     assert read.peak_in_flight == 4
     assert read.peak_held <= 1000 + 4 * 1000
 
@@ -87,15 +87,15 @@ def test_fetching_keeps_input_order_and_passes_local_paths_and_errors_through():
 
 
 def test_a_consumer_that_stops_early_does_not_wait_for_the_reads_out():
-    read = RecordingRead(size=10, seconds=0.5)
+    read = RecordingRead(size=10, seconds=0.25)
     fetched = fetch_ahead(images(64), requests=4, read=read)
     started = time.monotonic()
     first = next(fetched)
     fetched.close()
     assert first.path == "s3://b/000.jpg"
-    # The first read (0.5 s) and the three beside it, not the 15 rounds of reads left.
-    assert time.monotonic() - started < 1.2
-    time.sleep(0.6)
+    # The first read (0.25 s) and the three beside it, not the 15 rounds of reads left.
+    assert time.monotonic() - started < 1.0
+    time.sleep(0.3)
     assert read.returned <= 8 * 10  # the reads out when it stopped, and none started after
 
 
@@ -193,3 +193,20 @@ def test_an_aiohttp_status_is_read_as_an_http_status():
     ClientResponseError.status = 403
     assert store_error_reason(ClientResponseError("403, message='Forbidden'"), "x") == \
         "access denied (403, message='Forbidden')"
+
+
+def test_every_store_gets_timeouts_and_s3s_own_retries_are_turned_down():
+    pytest.importorskip("s3fs")
+    pytest.importorskip("aiohttp")
+    s3, _ = remote.filesystem("s3://bucket/photos/p0.jpg")
+    config = s3.config_kwargs
+    assert (config["connect_timeout"], config["read_timeout"]) == (remote.CONNECT_TIMEOUT_SECONDS,
+                                                                   remote.READ_TIMEOUT_SECONDS)
+    assert config["retries"]["total_max_attempts"] == 1 and s3.retries == 1  # botocore's, s3fs's: ours retry
+    assert config["max_pool_connections"] >= fetching.DEFAULT_REQUESTS  # no request queues for a connection
+    web, _ = remote.filesystem("https://example.com/p0.jpg")
+    timeout = web.client_kwargs["timeout"]
+    assert (timeout.sock_connect, timeout.sock_read, timeout.total) == (
+        remote.CONNECT_TIMEOUT_SECONDS, remote.READ_TIMEOUT_SECONDS, remote.TOTAL_TIMEOUT_SECONDS)
+    # gcsfs's filesystem is not made here: it looks for credentials (the metadata server) for seconds.
+    assert remote.filesystem_options("gs") == {"requests_timeout": timeout}

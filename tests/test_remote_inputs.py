@@ -214,13 +214,13 @@ def test_a_missing_extra_is_one_line_naming_the_pip_install(cli_run, monkeypatch
 
 
 def test_a_store_that_stops_answering_times_out(bucket_of_photos, proxy, monkeypatch):
-    monkeypatch.setattr(remote, "READ_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(remote, "READ_TIMEOUT_SECONDS", 0.3)
     monkeypatch.setattr(remote, "READ_ATTEMPTS", 2)
     url = f"s3://{bucket_of_photos}/photos/p0.jpg"
     proxy.delay = 10.0  # a store that holds every answer back longer than anyone should wait
     started = time.monotonic()
     with pytest.raises(remote.InputError) as raised:
         remote.read_bytes(remote.RemoteImage(url, url))
-    assert time.monotonic() - started < 5  # two attempts of 0.5 s each, and a loaded machine's slack
+    assert time.monotonic() - started < 5  # two attempts of 0.3 s each, and a loaded machine's slack
     assert "after 2 attempts" in raised.value.reason
     assert "ReadTimeoutError" in raised.value.reason
