@@ -18,13 +18,12 @@ def run_args(weights_file, command, *args):
 @contextlib.contextmanager
 def listing_forbidden():
     """A run inside this block that asks the store for a listing fails the test."""
-    from resclassify.sources import listing, remote
+    from resclassify.sources import remote
 
     def refuse(url):
         raise AssertionError(f"{url} was listed again")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(listing, "list_images", refuse)
         patch.setattr(remote, "list_images", refuse)
         yield
 

@@ -340,3 +340,18 @@ def test_a_labels_file_names_members_of_shards_in_a_bucket(s3, tmp_path):
     assert truth.images[0].item == RemoteImage(truth.images[0].path, f"s3://{bucket}/shards/val-000001.tar", 512, 513)
     assert [s.path for s in truth.skipped] == [f"s3://{bucket}/shards/val-000000.tar/000001.jpg"]
     assert truth.labels_without_image == {str(labels_file): ["000001"]}
+
+
+def test_a_tar_shard_behind_a_plain_http_server_equals_local(cli_run, weights_file, http_server, two_shards):
+    # Python's http.server ignores Range and answers with the whole file: each member is still its own bytes.
+    for shard in two_shards.iterdir():
+        (http_server.folder / shard.name).write_bytes(shard.read_bytes())
+    remote = cli_run(*cli("predict", http_server.url("val-{000000..000001}.tar"), "--format", "jsonl",
+                          "--weights", weights_file))
+    here = cli_run(*cli("predict", two_shards / "val-{000000..000001}.tar", "--format", "jsonl", "--weights",
+                        weights_file))
+    assert remote.exit_code == 0, remote.stderr
+    records = jsonl(remote.stdout)
+    assert [r["path"] for r in records] == [http_server.url(f"val-{n // 3:06d}.tar/{n:06d}.jpg") for n in range(5)]
+    assert_records_match([{**r, "path": r["path"].replace(http_server.base.rstrip("/"), str(two_shards))}
+                          for r in records], jsonl(here.stdout))

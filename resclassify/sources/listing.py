@@ -6,7 +6,7 @@ import os
 
 from ..errors import RecordFileError
 from ..files import write_atomically
-from .remote import list_images
+from . import remote
 
 LISTING_SUFFIX = ".listing.json"
 LISTING_VERSION = 1
@@ -34,7 +34,7 @@ class PrefixListings:
             if url in self.saved:
                 self.listed[url] = list(self.saved[url])
             else:
-                self.listed[url] = list_images(url)
+                self.listed[url] = remote.list_images(url)
                 self.from_store.add(url)
         return self.listed[url]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..images import IMAGE_EXTENSIONS, file_error_reason
-from .remote import RemoteImage, expand_url, is_url
+from .remote import RemoteImage, check_buckets, expand_url, is_url
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def expand_inputs(inputs, stdin=None, on_skip=None, lister=None):
     a line starting with ~ or ~user is expanded as a shell expands such an argument. A URL prefix is listed
     once, by lister (sources.listing.PrefixListings.images; sources.remote.list_images unless given).
     """
-    items = []
+    items, urls = [], []
     for argument in inputs:
         if argument == "-":
             lines = [os.fsdecode(line).rstrip("\r\n") for line in (stdin if stdin is not None else [])]
@@ -146,8 +146,13 @@ def expand_inputs(inputs, stdin=None, on_skip=None, lister=None):
             if not paths:
                 items.append([InputError("-", "no paths on stdin")])
             items.extend(_expand_path(path, on_skip, lister) for path in paths)
+            urls.extend(path for path in paths if is_url(path))
         else:
             items.append(_expand_path(argument, on_skip, lister))
+            if is_url(argument):
+                urls.append(argument)
+    # A missing bucket or refused credentials stop the run here, once, not as an error per object.
+    check_buckets(urls)
     return [item for group in items for item in group]
 
 
