@@ -163,7 +163,8 @@ def test_a_bucket_that_does_not_exist_is_one_error_line(cli_run, weights_file, t
     result = eval_run(cli_run, weights_file, "s3://no-such-bucket-here/val/", "--json")
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr == "resclassify: error: s3://no-such-bucket-here/val/: The specified bucket does not exist\n"
+    assert result.stderr == "resclassify: error: s3://no-such-bucket-here/val/: no such bucket or object " \
+                            "(The specified bucket does not exist)\n"
 
 
 def test_a_prefix_without_class_folders_or_images_says_so(cli_run, weights_file, tmp_path, s3, no_model):

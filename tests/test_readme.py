@@ -222,6 +222,33 @@ def check_parquet_read(stdout, tmp):
     assert [line.split()[1] for line in lines[1:]] == ["val/espresso/coffee.jpg", "val/tabby/cat.jpg"], stdout
 
 
+def check_bucket_eval(stdout, tmp):
+    assert stdout.startswith("Evaluation of s3://my-bucket/val\n"), stdout
+    assert re.search(r"^Images: +2 evaluated, 0 failed, 0 skipped", stdout, flags=re.M), stdout
+    records = json_lines((tmp / "bucket.jsonl").read_text())
+    assert [record["path"] for record in records] == ["s3://my-bucket/val/espresso/coffee.jpg",
+                                                      "s3://my-bucket/val/tabby/cat.jpg"]
+    assert json.loads((tmp / "bucket.jsonl.listing.json").read_text())["prefixes"] == {
+        "s3://my-bucket/val/": [record["path"] for record in records]}
+
+
+def check_tar_labels(stdout, tmp):
+    lines = stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["photos-000000.tar/cat.jpg", "photos-000000.tar/coffee.jpg"]
+    assert all(line.split(" ", 1)[1] in LABELS for line in lines), stdout
+
+
+def bucket_of_val(s3, tmp):
+    """The README's bucket: my-bucket on the suite's S3 server, holding the val/ folder the lines before it made."""
+    s3.client.create_bucket(Bucket="my-bucket")
+    s3.upload_folder(tmp / "val", "my-bucket", "val/")
+
+
+# What a README line needs in place before it runs, beyond what the lines before it made.
+BEFORE = {
+    "resclassify eval s3://my-bucket/val/ --predictions-out bucket.jsonl": bucket_of_val,
+}
+
 # What each README line must print on stdout (besides exiting 0). A README line this table does not know
 # fails the test: a new example gets its check here.
 EXPECTED = {
@@ -240,6 +267,10 @@ EXPECTED = {
     "resclassify eval --from-predictions val-*.jsonl": check_merged,
     "resclassify eval val --predictions-out val.parquet": check_parquet_written,
     "python -c \"import pandas; print(pandas.read_parquet('val.parquet')[['path', 'hit@1']])\"": check_parquet_read,
+    "resclassify eval s3://my-bucket/val/ --predictions-out bucket.jsonl": check_bucket_eval,
+    "tar -cf photos-000000.tar -C sample_images cat.jpg coffee.jpg": nothing_on_stdout,
+    "resclassify predict --json 'photos-{000000..000000}.tar' | jq -r '.path + \" \" + .predictions[0].label'":
+        check_tar_labels,
     "resclassify weights list --json | jq -r 'select(.cached | not) | .model'": check_not_cached,
     "resclassify weights path resnet50": check_weights_path,
     "resclassify predict --offline sample_images/cat.jpg": lambda out, tmp: check_table(out, ["sample_images/cat.jpg"]),
@@ -247,11 +278,13 @@ EXPECTED = {
 
 
 @pytest.mark.slow
-def test_the_readmes_examples_run_as_written(readme_shell):
+def test_the_readmes_examples_run_as_written(readme_shell, s3):
     commands = readme_commands()
     assert commands and all(command in EXPECTED for command in commands), \
         [command for command in commands if command not in EXPECTED]
     for command in commands:
+        if command in BEFORE:
+            BEFORE[command](s3, readme_shell.folder)
         exit_status, stdout, stderr = readme_shell.run(command)
         assert exit_status == 0, f"{command}\n{stderr}"
         EXPECTED[command](stdout, readme_shell.folder)
