@@ -1,12 +1,13 @@
-"""predict over the same JPEGs from local disk, from an S3 server (moto, on 127.0.0.1) and from that server
+"""eval over the same JPEGs from local disk, from an S3 server (moto, on 127.0.0.1) and from that server
 behind a proxy adding a delay to every request (as a far region does), side by side in one run.
 
-Run after the README's install (with the s3 extra and moto[server]):  python benchmarks/object_storage.py
+Run after the README's install (its test extra brings s3fs and moto):  python benchmarks/object_storage.py
 The model loads once, in this process, with the default runtime (the same for all three sources);
 the weights are random (speed does not depend on the values). Each source is run --repeats times,
 interleaved (local, S3, S3 + delay, local, ...) so that other work on the machine falls on all of
 them alike, and the fastest run of each is kept. The S3 server and the proxy run in a child process. A run is timed from the prefix's listing to its
-last record: what `resclassify predict s3://bucket/prefix/` waits for once the model is loaded.
+last record: what `resclassify eval s3://bucket/val/` waits for once the model is loaded. The images lie in
+class folders (WordNet ids), as an ImageNet validation set does.
 Targets (issue 19): S3 at >= 0.9 of local disk on loopback, >= 0.8 with 50 ms added per request.
 """
 
@@ -30,6 +31,10 @@ from cpu_limit import cpu_description  # noqa: E402
 from throughput import IMAGENET_SIZE, log, make_inputs  # noqa: E402
 
 
+# The validation set's class folders: the first four ImageNet classes.
+CLASS_FOLDERS = ("n01440764", "n01443537", "n01484850", "n01491361")
+
+
 def use_endpoint(environment):
     """Point this process's S3 client at an endpoint, forgetting filesystems made for another."""
     import fsspec
@@ -40,15 +45,13 @@ def use_endpoint(environment):
     fsspec.filesystem("s3").clear_instance_cache()
 
 
-def timed_predict(inputs, model, batch_size):
-    """(images/s, this process's CPU ms per image, records) of classify over what inputs expand to (a folder
-    or a prefix), listing included."""
+def timed_eval(folder, model, batch_size):
+    """(images/s, this process's CPU ms per image, records) of eval over a folder or a prefix, listing included."""
     import resclassify
-    from resclassify.sources.local import expand_inputs
 
+    records = []
     start, start_cpu = time.perf_counter(), time.process_time()
-    items = expand_inputs(inputs)
-    records = list(resclassify.classify(items, model, batch_size=batch_size, decoding="threads"))
+    resclassify.evaluate(folder, model, batch_size=batch_size, decoding="threads", on_record=records.append)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     failed = [r for r in records if "error" in r]
     if failed:
@@ -118,6 +121,10 @@ def run(args, workdir):
     log(f"making {args.images} ImageNet-size JPEGs ...")
     folder = workdir / "photos"
     make_inputs(folder, args.images, IMAGENET_SIZE, seed=1)
+    for number, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file())):
+        wnid = CLASS_FOLDERS[number % len(CLASS_FOLDERS)]
+        (folder / wnid).mkdir(exist_ok=True)
+        path.rename(folder / wnid / path.name)
     log("loading the model ...")
     model = resclassify.load_model(str(weights), backend=args.backend)
 
@@ -134,14 +141,14 @@ def run(args, workdir):
                    f"S3 server + {args.delay * 1000:.0f} ms per request":
                        (dict(S3_ENVIRONMENT, AWS_ENDPOINT_URL=proxy_endpoint), prefix)}
         log("warming up ...")
-        timed_predict([str(folder)], model, args.batch_size)
+        timed_eval(str(folder), model, args.batch_size)
         best, cpu, predictions = {}, {}, {}
         for repeat in range(args.repeats):
             for name, (environment, url) in sources.items():
                 if environment is not None:
                     use_endpoint(environment)
                 log(f"{name}, run {repeat + 1} of {args.repeats} ...")
-                rate, cpu_ms, records = timed_predict([url], model, args.batch_size)
+                rate, cpu_ms, records = timed_eval(url, model, args.batch_size)
                 log(f"  {rate:.1f} images/s")
                 if rate > best.get(name, 0):
                     best[name], cpu[name] = rate, cpu_ms
@@ -150,7 +157,7 @@ def run(args, workdir):
     local = best["local disk"]
     same = all(p == predictions["local disk"] for p in predictions.values())
     model_name, flags = cpu_description()
-    print("resclassify object storage benchmark: predict over the same JPEGs from three places")
+    print("resclassify object storage benchmark: eval over the same JPEGs from three places")
     print(f"  CPU: {model_name} ({flags}); cores: {os.cpu_count()}; load average at the end: "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"  images: {args.images} JPEGs of {IMAGENET_SIZE[0]}x{IMAGENET_SIZE[1]}; batch size: {args.batch_size}; "
