@@ -9,7 +9,7 @@ from ._version import __version__
 from .config import Preprocessing, resolve_preprocessing
 from .errors import (BackendError, ChoiceError, DatasetError, DecodingError, DeviceError, ExportError, ImageError,
                      InputError, ModelError, PreprocessingError, RecordFileError, ResclassifyError, WeightsError)
-from .sources.ground_truth import find_ground_truth
+from .sources.inputs import find_ground_truth
 from .images import DEFAULT_MAX_PIXELS
 from .runners import Runner, load
 
@@ -108,7 +108,7 @@ def classify(paths: Iterable[Any], model: Runner, *, top_k: int = 5, batch_size:
     probability vector (float32, one per class; None for an input that failed) just before its
     record.
 
-    paths may hold image files and InputError objects (see sources.local.expand_inputs). engine runs
+    paths may hold image files, RemoteImages and InputError objects (see sources.inputs.expand_inputs). engine runs
     the network: this machine by default, or resclassify.engines.ray.RayEngine for a Ray cluster.
 
     decoding: "auto", "threads" or "processes", with `workers` decoding at once (default: the
@@ -134,7 +134,7 @@ def classify(paths: Iterable[Any], model: Runner, *, top_k: int = 5, batch_size:
     run = run_identity(model, preprocessing, top_k)
     paths = list(paths)
     if resume is not None:
-        from .sources.local import input_path
+        from .sources.inputs import input_path
 
         resumption = resumption_for(resume, [input_path(item) for item in paths],
                                     identity_of_run(model, preprocessing, top_k))

@@ -56,7 +56,7 @@ class RecordTally:
 def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batch_size=32, preprocessing=None,
                    workers=None, decoding="auto", network_threads=None, max_pixels=DEFAULT_MAX_PIXELS,
                    on_record=None, resume=None, engine=None, on_probabilities=None, on_confusion_matrix=None):
-    """Evaluate model on a GroundTruth (sources.ground_truth.find_ground_truth) and return the report as a dict.
+    """Evaluate model on a GroundTruth (sources.inputs.find_ground_truth) and return the report as a dict.
 
     preprocessing defaults to the model's own (model.preprocessing(): its input size and
     normalization). limit keeps the first images in sorted path order; shard (sources.shards.Shard)

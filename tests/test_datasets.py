@@ -2,7 +2,8 @@ import io
 import os
 
 from conftest import save_image
-from resclassify.sources.local import expand_inputs, find_images, walk_images
+from resclassify.sources.inputs import expand_inputs
+from resclassify.sources.local import find_images, walk_images
 from resclassify.errors import InputError
 
 

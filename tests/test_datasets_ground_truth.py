@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from resclassify.sources.ground_truth import DEVKIT_IMAGE_NAME, ClassNameError, find_ground_truth, resolve_class_name
+from resclassify.sources.ground_truth import DEVKIT_IMAGE_NAME, ClassNameError, resolve_class_name
+from resclassify.sources.inputs import find_ground_truth
 from resclassify.errors import DatasetError
 from resclassify.labels import ilsvrc2012_id_to_wnid, imagenet_classes, read_class_file
 

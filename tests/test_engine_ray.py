@@ -74,7 +74,7 @@ def test_starting_ray_keeps_the_callers_sigterm_handler(local_ray):
 
 def test_ray_predict_on_a_cluster_address_gives_the_local_records(local_ray, weights_file, model, inputs, tmp_path):
     """Another process (the CLI) connects to the cluster by address, as on a real cluster; it leaves it running."""
-    from resclassify.sources.local import expand_inputs
+    from resclassify.sources.inputs import expand_inputs
 
     expected = list(resclassify.classify(expand_inputs(inputs), model, top_k=5))
     out = tmp_path / "ray.jsonl"
@@ -251,7 +251,7 @@ def test_ray_predict_over_a_bucket_gives_the_records_of_the_same_images_on_disk(
                                                                                weights_file, tmp_path):
     """The module's Ray started before this test pointed the environment at the S3 server, so its workers have
     neither the endpoint nor credentials unless the driver sends them (as to a cluster joined by address)."""
-    from resclassify.sources.local import expand_inputs
+    from resclassify.sources.inputs import expand_inputs
     from resclassify.sources.remote import RemoteImage
 
     folder = tmp_path / "photos"

@@ -10,8 +10,7 @@ import pytest
 from conftest import assert_records_match, jsonl, save_image
 from eval_datasets import CLASSES, planned_labels
 from resclassify.errors import DatasetError, InputError
-from resclassify.sources.ground_truth import find_ground_truth
-from resclassify.sources.local import expand_inputs
+from resclassify.sources.inputs import expand_inputs, find_ground_truth
 from resclassify.sources.remote import RemoteImage
 from resclassify.sources.tars import expand_braces, names_tar_shards
 

@@ -82,7 +82,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
       resclassify eval 'shards/val-{000000..000009}.tar' --predictions-out val.jsonl
       resclassify eval val/ --tta ten-crop --interpolation bilinear --json
     """
-    from ..sources.ground_truth import find_ground_truth
+    from ..sources.inputs import find_ground_truth
     from ..sources.tars import names_tar_shards
     from ..evaluation import reported_ks, run_evaluation
     from ..labels import read_class_file

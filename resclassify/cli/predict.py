@@ -58,7 +58,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     """
     from .. import classify
     from ..sources.listing import PrefixListings, saved_listings
-    from ..sources.local import expand_inputs, input_path
+    from ..sources.inputs import expand_inputs, input_path
     from ..pipeline import count_images
 
     output_format = chosen_format("predictions", format_name, as_json)  # a clash is a usage error, at once

@@ -17,7 +17,7 @@ from ..errors import InputError, ResclassifyError, first_line
 from ..images import DEFAULT_MAX_PIXELS, ImageBytes, load_image
 from ..pipeline import Scored, images_per_batch, probabilities_of
 from ..sources.fetching import fetch_ahead
-from ..sources.local import input_path
+from ..sources.inputs import input_path
 from ..sources.remote import RemoteImage, is_url
 
 INSTALL_HINT = "--engine ray needs Ray: pip install 'resclassify[ray]'"

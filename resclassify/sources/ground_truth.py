@@ -179,23 +179,19 @@ def _prefix_listing(url, urls):
     return listing
 
 
-def find_ground_truth(folder, labels_file=None, real_labels_file=None, classes=None, lister=None):
-    """Work out the true class of every image under folder; raise DatasetError when it cannot be.
+def find_folder_ground_truth(folder, labels_file=None, real_labels_file=None, classes=None, lister=None):
+    """Work out the true class of every image under folder (sources.inputs.find_ground_truth, which also takes tar
+    shards, is the way in); raise DatasetError when it cannot be.
 
     Without labels_file the folder must hold class folders (WordNet ids, Keras labels or
     indices); with it, the labels file is read by its content (CSV/TSV with a header, Kaggle's
     LOC_val_solution.csv, or the ILSVRC2012 devkit's validation ground truth).
     folder may be a URL prefix (s3://bucket/val/): listed once (lister, see list_folder), its
-    class folders are the first part of the keys under it; labels files may be URLs too. folder
-    may name tar shards instead (sources.tars.find_tar_ground_truth: labels from siblings).
+    class folders are the first part of the keys under it; labels files may be URLs too.
     """
     from ..labels import imagenet_classes
-    from .tars import find_tar_ground_truth, names_tar_shards  # tars builds on this module: imported when used
 
     classes = classes or imagenet_classes()
-    folder = str(folder)
-    if names_tar_shards(folder) and not os.path.isdir(folder):
-        return find_tar_ground_truth(folder, labels_file, real_labels_file, classes)
     listing = list_folder(folder, lister)
     if labels_file is not None:
         truth = _from_labels_file(listing, str(labels_file), classes)

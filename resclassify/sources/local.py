@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..images import IMAGE_EXTENSIONS, file_error_reason
-from .remote import RemoteImage, check_buckets, expand_url, is_url
 
 
 @dataclass(frozen=True)
@@ -129,45 +128,9 @@ def _contains(outer, inner):
     return os.path.commonpath([outer, inner]) == outer
 
 
-def expand_inputs(inputs, stdin=None, on_skip=None, lister=None):
-    """The command's INPUT arguments as a list of image paths, with an InputError in place of each bad one.
-
-    A folder becomes its images (walk_images; on_skip(Skipped) hears of each entry not followed);
-    tar shards (shards/val-{000000..000009}.tar, a glob, a .tar path or URL) their image members (sources.tars);
-    "-" becomes the paths listed on stdin, one a line (stdin may give bytes, as file names are);
-    a line starting with ~ or ~user is expanded as a shell expands such an argument. A URL prefix is listed
-    once, by lister (sources.listing.PrefixListings.images; sources.remote.list_images unless given).
-    """
-    items, urls = [], []
-    for argument in inputs:
-        if argument == "-":
-            lines = [os.fsdecode(line).rstrip("\r\n") for line in (stdin if stdin is not None else [])]
-            paths = [os.path.expanduser(line) for line in lines if line.strip()]
-            if not paths:
-                items.append([InputError("-", "no paths on stdin")])
-            items.extend(_expand_path(path, on_skip, lister) for path in paths)
-            urls.extend(path for path in paths if is_url(path))
-        else:
-            items.append(_expand_path(argument, on_skip, lister))
-            if is_url(argument):
-                urls.append(argument)
-    # A missing bucket or refused credentials stop the run here, once, not as an error per object.
-    check_buckets(urls)
-    return [item for group in items for item in group]
-
-
-def input_path(item):
-    """The path of an item of expand_inputs' list: an image path, a RemoteImage or an InputError."""
-    return item.path if isinstance(item, (InputError, RemoteImage)) else item
-
-
-def _expand_path(path, on_skip, lister=None):
-    from .tars import expand_shards, names_tar_shards  # tars builds on this module: imported when used
-
-    if names_tar_shards(path) and not os.path.isdir(path):
-        return expand_shards(path, on_skip)
-    if is_url(path):
-        return expand_url(path, lister)
+def expand_local_path(path, on_skip=None):
+    """A local path argument as inputs: a folder's images (walk_images; on_skip(Skipped) hears of each entry not
+    followed), a file as it is, or the InputError saying why it cannot be used."""
     try:
         is_folder = stat.S_ISDIR(os.stat(path).st_mode)
     except OSError as exc:
