@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from throughput import IMAGENET_SIZE, log, make_inputs  # noqa: E402
+from throughput import IMAGENET_SIZE, log, make_inputs, random_weights_unless  # noqa: E402
 
 
 def timed_eval(folder, weights, engine, batch_size, ray_address=None):
@@ -73,12 +73,7 @@ def main():
 
 
 def run(args, workdir):
-    weights = args.weights
-    if weights is None:
-        from weights_factory import build_random_resnet50, save_keras_h5_weights
-
-        log("making random ResNet50 weights ...")
-        weights = save_keras_h5_weights(build_random_resnet50(seed=1234), workdir / "resnet50_random.h5")
+    weights = random_weights_unless(args.weights, workdir)
     log(f"making {args.images} ImageNet-size JPEGs ...")
     paths = make_inputs(workdir / "imagenet_size", args.images, IMAGENET_SIZE, seed=1)
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from cpu_limit import cpu_description  # noqa: E402
-from throughput import IMAGENET_SIZE, log, make_inputs  # noqa: E402
+from throughput import IMAGENET_SIZE, log, make_inputs, random_weights_unless  # noqa: E402
 
 
 # The validation set's class folders: the first four ImageNet classes.
@@ -112,12 +112,7 @@ def run(args, workdir):
     import resclassify
     from object_store import S3_ENVIRONMENT
 
-    weights = args.weights
-    if weights is None:
-        from weights_factory import build_random_resnet50, save_keras_h5_weights
-
-        log("making random ResNet50 weights ...")
-        weights = save_keras_h5_weights(build_random_resnet50(seed=1234), workdir / "resnet50_random.h5")
+    weights = random_weights_unless(args.weights, workdir)
     log(f"making {args.images} ImageNet-size JPEGs ...")
     folder = workdir / "photos"
     make_inputs(folder, args.images, IMAGENET_SIZE, seed=1)

@@ -47,6 +47,17 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def random_weights_unless(weights, workdir):
+    """weights (a ResNet50 weights file the user gave), or random ones with a fixed seed made in workdir: speed does
+    not depend on the values."""
+    if weights is not None:
+        return weights
+    from weights_factory import build_random_resnet50, save_keras_h5_weights
+
+    log("making random ResNet50 weights ...")
+    return save_keras_h5_weights(build_random_resnet50(seed=1234), workdir / "resnet50_random.h5")
+
+
 def make_inputs(folder, count, size, seed):
     """count JPEGs (quality 90) of the given size cut from the sample photos, with varied crops and noise."""
     rng = np.random.default_rng(seed)
@@ -380,12 +391,7 @@ def main():
 
 
 def run(args, workdir):
-    weights = args.weights
-    if weights is None:
-        from weights_factory import build_random_resnet50, save_keras_h5_weights
-
-        log("making random ResNet50 weights ...")
-        weights = save_keras_h5_weights(build_random_resnet50(seed=1234), workdir / "resnet50_random.h5")
+    weights = random_weights_unless(args.weights, workdir)
     log(f"making {args.images} ImageNet-size and {args.photos} 12-megapixel JPEGs ...")
     small = make_inputs(workdir / "imagenet_size", args.images, IMAGENET_SIZE, seed=1)
     photos = make_inputs(workdir / "photos", args.photos, PHOTO_SIZE, seed=2)

@@ -197,14 +197,22 @@ def find_folder_ground_truth(folder, labels_file=None, real_labels_file=None, cl
         truth = _from_labels_file(listing, str(labels_file), classes)
     else:
         truth = _from_class_folders(listing, classes)
-    truth.not_followed = listing.not_followed
+    return completed_ground_truth(truth, listing.root, listing.not_followed, real_labels_file, classes)
+
+
+def completed_ground_truth(truth, root, not_followed, real_labels_file, classes, noun="image files"):
+    """truth with what was not followed (folders, links, shards) and the ReaL labels applied; DatasetError naming
+    root when no image is left to evaluate, with the first reason why."""
+    truth.not_followed = not_followed
     if real_labels_file is not None:
         _apply_real_labels(truth, str(real_labels_file), classes)
     if not truth.images:
-        why = f"{truth.found} image files found" if truth.found else "no image files found"
+        why = f"{truth.found} {noun} found" if truth.found else f"no {noun} found"
         if truth.skipped:
             why += f", none labelled (first: {truth.skipped[0].path}: {truth.skipped[0].reason})"
-        raise DatasetError(f"{listing.root}: nothing to evaluate: {why}")
+        elif not_followed:
+            why += f" ({not_followed[0].path}: {not_followed[0].reason})"
+        raise DatasetError(f"{root}: nothing to evaluate: {why}")
     return truth
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import DatasetError, InputError, StorageError
 from ..images import file_error_reason
 from .ground_truth import (FIRST_FEW, ClassNameError, GroundTruth, ImageListing, LabelledImage, _from_labels_file,
-                           _apply_real_labels, resolve_class_name)
+                           completed_ground_truth, resolve_class_name)
 from .local import Skipped, is_image_file
 from .remote import RemoteImage, filesystem, is_url
 
@@ -317,17 +317,7 @@ def find_tar_ground_truth(argument, labels_file=None, real_labels_file=None, cla
         truth.folder = argument
     else:
         truth = _from_siblings(argument, members, item_of, classes)
-    truth.not_followed = not_followed
-    if real_labels_file is not None:
-        _apply_real_labels(truth, str(real_labels_file), classes)
-    if not truth.images:
-        why = f"{truth.found} image members found" if truth.found else "no image members found"
-        if truth.skipped:
-            why += f", none labelled (first: {truth.skipped[0].path}: {truth.skipped[0].reason})"
-        elif not_followed:
-            why += f" ({not_followed[0].path}: {not_followed[0].reason})"
-        raise DatasetError(f"{argument}: nothing to evaluate: {why}")
-    return truth
+    return completed_ground_truth(truth, argument, not_followed, real_labels_file, classes, noun="image members")
 
 
 def _common_folder(shards):
