@@ -354,3 +354,30 @@ def test_a_tar_shard_behind_a_plain_http_server_equals_local(cli_run, weights_fi
     assert [r["path"] for r in records] == [http_server.url(f"val-{n // 3:06d}.tar/{n:06d}.jpg") for n in range(5)]
     assert_records_match([{**r, "path": r["path"].replace(http_server.base.rstrip("/"), str(two_shards))}
                           for r in records], jsonl(here.stdout))
+
+
+def test_eval_with_a_shard_missing_or_damaged_reports_the_rest_and_exits_3_unless_allowed(
+        cli_run, weights_file, predicted_images, tmp_path):
+    # The images of a shard that cannot be read are unknown: the report leaves them out, so the run cannot say
+    # it saw everything (exit 3), unless --max-failures allows the shards as it allows unreadable images.
+    folder = tmp_path / "shards"
+    labelled_shards(folder, predicted_images, "cls")
+    damaged = bytearray((folder / "val-000001.tar").read_bytes())
+    damaged[148:156] = b"0000000\0"  # the first header's checksum
+    (folder / "val-000001.tar").write_bytes(bytes(damaged))
+    argument = f"{folder}/val-{{000000..000002}}.tar"  # 000002 does not exist
+
+    result = cli_run(*cli("eval", argument, "--json", "--weights", weights_file))
+    assert result.exit_code == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"]["evaluated"] == 3 and report["images"]["failed"] == 0
+    warnings = result.stderr.splitlines()
+    assert warnings[-1] == "resclassify: warning: 2 tar shards could not be read; their images are not in the figures"
+    assert any(line.startswith(f"resclassify: warning: {folder}/val-000002.tar: ") for line in warnings), warnings
+    assert any(line.startswith(f"resclassify: warning: {folder}/val-000001.tar") for line in warnings), warnings
+
+    allowed = cli_run(*cli("eval", argument, "--json", "--max-failures", "2", "--weights", weights_file))
+    assert allowed.exit_code == 0, allowed.stderr
+    assert allowed.stderr.splitlines()[-1] == ("resclassify: warning: 2 tar shards could not be read; their images "
+                                               "are not in the figures (within --max-failures 2)")
+    assert cli_run(*cli("eval", argument, "--json", "--max-failures", "1", "--weights", weights_file)).exit_code == 3

@@ -12,7 +12,7 @@ from ..record_formats import open_file_writer
 from ..render.outputs import open_writer
 from ..render.progress import EvalProgress
 from ..streams import GuardedStream, display_path
-from .exits import failure_status, fail_under_status, report_error, report_warning, reports_errors, whole_record
+from .exits import UNREADABLE_STATUS, failure_status, fail_under_status, report_error, report_warning, reports_errors, whole_record
 from .options import (ExistingFileOrUrl, check_preprocessing_options, check_resume_options, chosen_format, chosen_shard,
                       format_options, max_failures_option, model_options, probabilities_out_option, record_file_option,
                       report_options, scale_options)
@@ -201,7 +201,7 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         if records_out is not None:
             records_out.close()  # a .parquet file is made from its journal here
     finish_evaluation(report, chosen_format("report", format_name, as_json), fail_under, quiet, run_count, report_path,
-                      whole_run.collector, force or resume, max_failures)
+                      whole_run.collector, force or resume, max_failures, unreadable_sources=len(truth.unreadable))
 
 
 def evaluate_files(files, report_format, misclassified_out, report_path, report_images, force, fail_under,
@@ -227,16 +227,26 @@ def evaluate_files(files, report_format, misclassified_out, report_path, report_
 
 
 def finish_evaluation(report, report_format, fail_under, quiet, run_count, report_path=None, collector=None,
-                      force=False, max_failures=None):
+                      force=False, max_failures=None, unreadable_sources=0):
     """Print the report (and write the HTML page); exit 1 when top-1 is under --fail-under, else UNREADABLE_STATUS
-    when more images failed than --max-failures allows."""
+    when more images failed than --max-failures allows, or tar shards could not be read at all (each counted
+    as one failed input beside the images: their images are unknown, so the figures leave them out)."""
     writer = open_writer("report", report_format, GuardedStream(sys.stdout, "stdout"))
     writer.write(report)
     writer.close()
     if report_path:
         write_report_page(report_path, report, collector, force)
-    status = failure_status(report["images"]["failed"], run_count, max_failures, quiet,
+    failed = report["images"]["failed"]
+    status = failure_status(failed, run_count, max_failures, quiet,
                             "images could not be read; they are left out of the figures")
+    if unreadable_sources:
+        within = max_failures is not None and max_failures.allows(failed + unreadable_sources,
+                                                                   run_count + unreadable_sources)
+        if not quiet:
+            shards = f"{unreadable_sources} tar shard{'s' if unreadable_sources != 1 else ''}"
+            report_warning(f"{shards} could not be read; their images are not in the figures"
+                           + (f" (within --max-failures {max_failures.text})" if within else ""))
+        status = status or (0 if within else UNREADABLE_STATUS)
     status = fail_under_status(report, fail_under) or status
     sys.exit(status)
 

@@ -66,6 +66,9 @@ class GroundTruth:
     not_followed: list = field(default_factory=list)
     # Class folders that name one class: [{"index", "wnid", "label", "folders": [...]}], counted together.
     merged_class_folders: list = field(default_factory=list)
+    # Sources that could not be read at all (a tar shard missing, or damaged in a header): Skipped entries, also
+    # in not_followed. Their images are unknown and not in the figures, so the run cannot say it saw everything.
+    unreadable: list = field(default_factory=list)
 
 
 class ClassNameError(ValueError):

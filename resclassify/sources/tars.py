@@ -302,10 +302,10 @@ def find_tar_ground_truth(argument, labels_file=None, real_labels_file=None, cla
     argument = str(argument)
     indexes = index_shards(shard_names(argument), read_labels=labels_file is None)
     readable = [index for index in indexes if not isinstance(index, InputError)]
-    not_followed = [Skipped(index.path, index.reason) for index in indexes if isinstance(index, InputError)]
+    unreadable = [Skipped(index.path, index.reason) for index in indexes if isinstance(index, InputError)]
     for index in readable:
-        not_followed += [Skipped(error.path, error.reason) for error in index.errors]
-        not_followed += index.unused
+        unreadable += [Skipped(error.path, error.reason) for error in index.errors]
+    not_followed = unreadable + [skipped for index in readable for skipped in index.unused]
     members = sorted(((index.member_path(member), index, member) for index in readable for member in index.images),
                      key=lambda entry: entry[0])
     item_of = {path: index.item(member) for path, index, member in members}
@@ -317,6 +317,7 @@ def find_tar_ground_truth(argument, labels_file=None, real_labels_file=None, cla
         truth.folder = argument
     else:
         truth = _from_siblings(argument, members, item_of, classes)
+    truth.unreadable = unreadable
     return completed_ground_truth(truth, argument, not_followed, real_labels_file, classes, noun="image members")
 
 
