@@ -134,7 +134,7 @@ def run_evaluation(ground_truth, model, *, top_k=5, limit=None, shard=None, batc
 def images_to_run(ground_truth, limit=None, shard=None):
     """The images an evaluation runs: the labelled ones in sorted path order, cut by limit, then shard's part."""
     images = ground_truth.images if limit is None else ground_truth.images[:limit]
-    if shard is not None:
+    if shard is not None and not ground_truth.shard_taken:
         images = shard.take(images, key=lambda image: image.path)
     return images
 

@@ -171,12 +171,42 @@ def test_resume_over_tar_members_continues_the_file(cli_run, weights_file, two_s
     assert_records_match(records, jsonl(whole))
 
 
-def test_shards_of_the_member_list_cover_it_once(cli_run, weights_file, two_shards):
+def test_shards_split_whole_tar_shards_and_each_task_indexes_only_its_own(cli_run, weights_file, two_shards,
+                                                                          monkeypatch):
+    from resclassify.sources import tars
+
+    indexed = []
+    real_index_shards = tars.index_shards
+
+    def index_shards(names, *args, **kwargs):
+        indexed.append([str(name) for name in names])
+        return real_index_shards(names, *args, **kwargs)
+
+    monkeypatch.setattr(tars, "index_shards", index_shards)
     argument = f"{two_shards}/*.tar"
-    parts = [cli_run(*cli("predict", argument, "--shard", f"{k}/2", "--format", "jsonl", "--weights", weights_file))
-             for k in (1, 2)]
+    parts = [cli_run(*cli("predict", argument, "--shard", f"{k}/3", "--format", "jsonl", "--weights", weights_file))
+             for k in (1, 2, 3)]
+    assert [part.exit_code for part in parts] == [0, 0, 0]
+    # Three tasks, two shards: the first task has none (an empty run, not an error), the others one shard each.
     assert [[r["path"] for r in jsonl(part.stdout)] for part in parts] == \
-        [member_paths(two_shards)[:2], member_paths(two_shards)[2:]]
+        [[], member_paths(two_shards)[:3], member_paths(two_shards)[3:]]
+    assert indexed == [[], [f"{two_shards}/val-000000.tar"], [f"{two_shards}/val-000001.tar"]]
+
+
+def test_eval_shards_over_tar_shards_merge_into_the_whole_run(cli_run, weights_file, predicted_images, folder_report,
+                                                              tmp_path):
+    argument = labelled_shards(tmp_path / "shards", predicted_images, "cls")
+    outs = [tmp_path / f"part-{k}.jsonl" for k in (1, 2, 3)]
+    for k, out in enumerate(outs, start=1):
+        part = cli_run(*cli("eval", argument, "--shard", f"{k}/3", "--json", "--predictions-out", out,
+                            "--weights", weights_file))
+        assert part.exit_code == 0, part.stderr
+    assert [len(jsonl(out)) for out in outs] == [0, 3, 3]
+    merged = cli_run("eval", "--from-predictions", *outs, "--json")
+    assert merged.exit_code == 0, merged.stderr
+    report = json.loads(merged.stdout)
+    for key in FIGURES:
+        assert report[key] == folder_report[key], key
 
 
 # --- eval over tar shards ---------------------------------------------------------------------------

@@ -119,6 +119,9 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
         check_can_write(path, force or resume, replaced=path == report_path or (resume and path != predictions_out))
     quiet = options["quiet"]
     engine = chosen_engine(engine, ray_address, options)
+    # Tar shards are split whole by --shard, before they are indexed; with --limit (the first images of the
+    # whole set) the images are split instead.
+    whole_shards = shard if limit is None else None
     # A prefix is listed once, and a resumed run takes the listing its first run saved beside --predictions-out.
     listings = (saved_listings(predictions_out, "eval", [folder]) if resume and predictions_out is not None
                 else PrefixListings("eval", [folder]))
@@ -126,9 +129,9 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
     # wrong folder fails in a second, not after TensorFlow has started.
     if options["classes_path"] is not None:
         truth = find_ground_truth(folder, labels_file, real_labels_file, read_class_file(options["classes_path"]),
-                                  lister=listings.images)
+                                  lister=listings.images, shard=whole_shards)
     elif options["model_path"] is None:
-        truth = find_ground_truth(folder, labels_file, real_labels_file, lister=listings.images)
+        truth = find_ground_truth(folder, labels_file, real_labels_file, lister=listings.images, shard=whole_shards)
     else:
         truth = None
     with contextlib.ExitStack() as stack:
@@ -138,7 +141,8 @@ def eval_command(sources, from_predictions, labels_file, real_labels_file, top_k
             open_decoding(engine, evaluation_count(truth, limit, shard), options))
         model, preprocessing = open_model_for(engine, options)
         if truth is None:
-            truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes, lister=listings.images)
+            truth = find_ground_truth(folder, labels_file, real_labels_file, model.classes, lister=listings.images,
+                                      shard=whole_shards)
             decoder = stack.enter_context(open_decoding(engine, evaluation_count(truth, limit, shard), options))
         if not quiet:
             warn_about_unmatched(truth)
@@ -252,12 +256,10 @@ def finish_evaluation(report, report_format, fail_under, quiet, run_count, repor
 
 
 def evaluation_count(truth, limit, shard):
-    """How many images an evaluation runs: the labelled ones, cut by --limit, then --shard."""
-    count = len(truth.images) if limit is None else min(limit, len(truth.images))
-    if shard is not None:
-        start, stop = shard.bounds(count)
-        count = stop - start
-    return count
+    """How many images an evaluation runs: the labelled ones, cut by --limit, then --shard (evaluation.images_to_run)."""
+    from ..evaluation import images_to_run
+
+    return len(images_to_run(truth, limit, shard))
 
 
 def write_confusion_rows(writer, rows):

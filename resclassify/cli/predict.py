@@ -86,9 +86,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
     # A prefix is listed once, and a resumed run takes the listing its first run saved beside --output.
     listings = (saved_listings(output, "predict", inputs) if resume and output is not None
                 else PrefixListings("predict", inputs))
-    items = expand_inputs(inputs, stdin, on_skip=on_skip, lister=listings.images)
-    if shard is not None:
-        items = shard.take(items, key=input_path)
+    items = expand_inputs(inputs, stdin, on_skip=on_skip, lister=listings.images, shard=shard)
     with contextlib.ExitStack() as stack:
         record_stream = stack.enter_context(lock_early(output, resume))
         # Decode workers start before the model loads, so that the two overlap.

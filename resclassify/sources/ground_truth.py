@@ -69,6 +69,8 @@ class GroundTruth:
     # Sources that could not be read at all (a tar shard missing, or damaged in a header): Skipped entries, also
     # in not_followed. Their images are unknown and not in the figures, so the run cannot say it saw everything.
     unreadable: list = field(default_factory=list)
+    # The images are --shard's part already: tar shards are split whole, before they are indexed.
+    shard_taken: bool = False
 
 
 class ClassNameError(ValueError):

@@ -279,8 +279,19 @@ def expand_shards(argument, on_skip=None):
     """An input argument naming tar shards as the pipeline's inputs: each image member a RemoteImage (path
     shard/member), a member cut short or a shard that cannot be read an InputError; on_skip(Skipped) hears
     of the members not used."""
+    return expand_shard_names(shard_names(argument), on_skip)
+
+
+def part_of_shards(names, shard):
+    """--shard's part of a list of shard names (and InputErrors in place of globs that matched none): whole tar
+    shards, split as files are (sorted, contiguous), so that each task of an array indexes only its own shards."""
+    return shard.take(names, key=lambda name: name.path if isinstance(name, InputError) else name)
+
+
+def expand_shard_names(names, on_skip=None):
+    """The pipeline's inputs for a list of shard names (see expand_shards)."""
     items = []
-    for index in index_shards(shard_names(argument)):
+    for index in index_shards(names):
         if isinstance(index, InputError):
             items.append(index)
             continue
@@ -291,16 +302,23 @@ def expand_shards(argument, on_skip=None):
     return items
 
 
-def find_tar_ground_truth(argument, labels_file=None, real_labels_file=None, classes=None):
+def find_tar_ground_truth(argument, labels_file=None, real_labels_file=None, classes=None, shard=None):
     """The GroundTruth of the image members of the shards an argument names: each one's class from its
     sibling (.cls, .txt or .json, the first present), or from labels_file when given (matched by member name
     or key, as a labels file matches file names). Shards that cannot be read, and members not used, are
-    listed in not_followed; a sibling that names no class is a DatasetError."""
+    listed in not_followed; a sibling that names no class is a DatasetError. shard (sources.shards.Shard), if
+    given, keeps its part of the shards before any is indexed (the GroundTruth's shard_taken says so); a part
+    with no shard at all (more tasks than shards) is an empty GroundTruth, not an error."""
     from ..labels import imagenet_classes
 
     classes = classes or imagenet_classes()
     argument = str(argument)
-    indexes = index_shards(shard_names(argument), read_labels=labels_file is None)
+    names = shard_names(argument)
+    if shard is not None:
+        names = part_of_shards(names, shard)
+        if not names:
+            return GroundTruth(argument, "tar shards", [], 0, shard_taken=True)
+    indexes = index_shards(names, read_labels=labels_file is None)
     readable = [index for index in indexes if not isinstance(index, InputError)]
     unreadable = [Skipped(index.path, index.reason) for index in indexes if isinstance(index, InputError)]
     for index in readable:
@@ -318,6 +336,7 @@ def find_tar_ground_truth(argument, labels_file=None, real_labels_file=None, cla
     else:
         truth = _from_siblings(argument, members, item_of, classes)
     truth.unreadable = unreadable
+    truth.shard_taken = shard is not None
     return completed_ground_truth(truth, argument, not_followed, real_labels_file, classes, noun="image members")
 
 
