@@ -42,10 +42,11 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
             shards, engine, ray_address, **options):
     """Print the top classes for each image.
 
-    INPUT is an image file, a folder (searched recursively for images), tar shards
+    INPUT is an image file, a folder (searched recursively for images), a URL or a bucket
+    prefix (s3://bucket/photos/, gs://..., https://...; listed once), tar shards
     ('shards/val-{000000..000099}.tar', a glob, a .tar path or URL: each image member), or -
-    to read paths from stdin, one a line. Results come in input order (with --shard, in
-    sorted order).
+    to read paths or URLs from stdin, one a line. Results come in input order (with --shard,
+    in sorted order).
 
     \b
     Examples:
@@ -54,6 +55,7 @@ def predict(inputs, top_k, probabilities_out, format_name, as_json, output, resu
       resclassify predict --arch resnet152v2 photos/
       resclassify predict --model flowers.keras --classes flowers.txt photos/
       resclassify predict photos/ --shard 3/8 --output labels-3.jsonl --resume
+      resclassify predict s3://my-bucket/photos/ --output labels.parquet
       resclassify predict --tta ten-crop --probabilities-out probs.npy photos/
     """
     from .. import classify
