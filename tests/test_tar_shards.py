@@ -411,3 +411,16 @@ def test_eval_with_a_shard_missing_or_damaged_reports_the_rest_and_exits_3_unles
     assert allowed.stderr.splitlines()[-1] == ("resclassify: warning: 2 tar shards could not be read; their images "
                                                "are not in the figures (within --max-failures 2)")
     assert cli_run(*cli("eval", argument, "--json", "--max-failures", "1", "--weights", weights_file)).exit_code == 3
+
+
+def test_the_report_shows_members_of_local_shards_as_thumbnails(cli_run, weights_file, predicted_images, tmp_path):
+    argument = labelled_shards(tmp_path / "shards", predicted_images, "cls")
+    page = tmp_path / "report.html"
+    result = cli_run(*cli("eval", argument, "--report", page, "--weights", weights_file))
+    assert result.exit_code == 0, result.stderr
+    text = page.read_text(encoding="utf-8")
+    # Four of the six planned images are top-1 mistakes: each has a thumbnail, and none a link to a file
+    # that does not exist (a member has no file of its own).
+    assert text.count('src="data:image/jpeg;base64,') >= 4
+    assert "no preview" not in text
+    assert ".tar/" in text and 'href="shards/val-000000.tar/' not in text and "href=\"" + str(tmp_path) not in text

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..files import write_atomically
 from ..images import thumbnail_jpeg
 from ..sources.remote import RemoteImage, is_url, read_bytes, url_scheme
+from ..sources.tars import MemberReader
 from ..streams import text_safe
 from .summary import summary_parts
 
@@ -129,11 +130,16 @@ def plan_thumbnails(report, collector):
 
 def make_thumbnails(paths, side=THUMBNAIL_SIDE, workers=THUMBNAIL_WORKERS):
     """path -> (jpeg bytes, width, height), or the InputError saying why there is none."""
+    members = MemberReader()
 
     def one(path):
         try:
             if is_url(path):  # an image in a bucket: its bytes fetched as the run fetched them
                 return thumbnail_jpeg(path, side, data=read_bytes(RemoteImage(path, path)))
+            if not os.path.exists(path):
+                data = members.read(path)  # a member of a local tar shard, or None
+                if data is not None:
+                    return thumbnail_jpeg(path, side, data=data)
             return thumbnail_jpeg(path, side)
         except InputError as exc:
             return exc
@@ -181,9 +187,11 @@ def _bar(fraction, colour=None, label=""):
 
 def _href(path, report_folder):
     """A relative link from the report to the full image, for when both are still where they were; a web URL as it
-    is, and none for another store's (s3://, which no browser opens)."""
+    is, and none for another store's (s3://, which no browser opens) or for a member of a tar shard (no file)."""
     if is_url(path):
-        return path if url_scheme(path) in ("http", "https") else None
+        return path if url_scheme(path) in ("http", "https") and ".tar/" not in path else None
+    if ".tar/" in path and not os.path.exists(path):
+        return None
     try:
         relative = os.path.relpath(os.path.abspath(path), report_folder)
     except ValueError:  # another drive on Windows

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import tarfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -15,7 +16,7 @@ from ..images import file_error_reason
 from .ground_truth import (FIRST_FEW, ClassNameError, GroundTruth, ImageListing, LabelledImage, _from_labels_file,
                            completed_ground_truth, resolve_class_name)
 from .local import Skipped, is_image_file
-from .remote import RemoteImage, filesystem, is_url
+from .remote import RemoteImage, filesystem, is_url, read_bytes
 
 # A member with one of these extensions (after the key's first dot) holds its sample's class; the first
 # present wins. .cls: an integer class index; .txt: a class name (WordNet id, label or index); .json: an
@@ -399,3 +400,33 @@ def _sibling_class(label_path, extension, data, classes):
         return resolve_class_name(text, classes)[0]
     except ClassNameError as exc:
         raise DatasetError(f"{label_path}: {exc}") from None
+
+
+class MemberReader:
+    """The bytes of members of local tar shards, found by their records' paths (shards/val-000003.tar/000123.jpg),
+    each shard indexed once: what the HTML report's thumbnails are made from. Shards in a bucket are not read
+    (indexing one streams it whole), nor is anything but a member of a local tar file."""
+
+    def __init__(self):
+        self._indexes = {}
+        self._lock = threading.Lock()
+
+    def read(self, path):
+        """The member's bytes, None where path names no member of a local tar shard, or InputError."""
+        shard, separator, name = str(path).partition(".tar/")
+        shard += ".tar"
+        if not separator or is_url(shard) or not os.path.isfile(shard):
+            return None
+        with self._lock:  # one indexing per shard, whichever thumbnail asks first
+            if shard not in self._indexes:
+                self._indexes[shard] = index_shards([shard])[0]
+            index = self._indexes[shard]
+        if isinstance(index, InputError):
+            raise InputError(path, index.reason)
+        member = next((member for member in index.images if member.name == name), None)
+        if member is None:
+            raise InputError(path, "no such image member in the shard")
+        item = index.item(member)
+        if isinstance(item, InputError):
+            raise item
+        return read_bytes(item)
