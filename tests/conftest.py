@@ -300,6 +300,16 @@ def seven(tmp_path, predicted_images):
     return folder
 
 
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """Seven small photos and a file that is not an image, read (never written) by the resume and Parquet tests."""
+    folder = tmp_path_factory.mktemp("photos")
+    for n in range(7):
+        save_image(folder / f"photo{n}.jpg", size=(120 + 10 * n, 90), seed=20 + n, quality=90)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    return folder
+
+
 @pytest.fixture
 def no_model(monkeypatch):
     """Fails a test that loads a network: what it checks must be found (or made) before that."""

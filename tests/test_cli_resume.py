@@ -5,16 +5,7 @@ import json
 
 import pytest
 
-from conftest import jsonl, save_image
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for n in range(7):
-        save_image(folder / f"photo{n}.jpg", size=(120 + 10 * n, 90), seed=20 + n, quality=90)
-    (folder / "broken.jpg").write_bytes(b"not an image")
-    return folder
+from conftest import jsonl
 
 
 def predict_args(weights_file, *args):

@@ -11,15 +11,6 @@ from conftest import eval_args, jsonl, save_image
 from resclassify.parquet_records import journal_path, read_parquet, run_of_file
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    for n in range(7):
-        save_image(folder / f"photo{n}.jpg", size=(120 + 10 * n, 90), seed=20 + n, quality=90)
-    (folder / "broken.jpg").write_bytes(b"not an image")
-    return folder
-
-
 @pytest.fixture
 def no_pyarrow(monkeypatch):
     """pyarrow as if not installed: every import of it fails, even where it was imported before."""

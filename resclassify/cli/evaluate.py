@@ -271,14 +271,14 @@ def write_confusion_rows(writer, rows):
 
 def warn_about_unmatched(truth):
     """Images without a label and labels without an image, on stderr: counted, first few named."""
-    from ..sources.ground_truth import FIRST_FEW
+    from ..sources.ground_truth import first_few
 
     by_reason = {}
     for skipped in truth.skipped:
         by_reason.setdefault(skipped.reason, []).append(display_path(skipped.path))
     for reason, paths in by_reason.items():
         report_warning(f"{len(paths)} image{'s' if len(paths) != 1 else ''} skipped, {reason}: "
-                       f"{first_few(paths, FIRST_FEW)}")
+                       f"{first_few(paths)}")
     for skipped in truth.not_followed:
         report_warning(f"{display_path(skipped.path)}: {skipped.reason}")
     for merged in truth.merged_class_folders:
@@ -287,9 +287,4 @@ def warn_about_unmatched(truth):
                        f"({merged['label']}, {merged['wnid']}); their images are counted together")
     for source, names in truth.labels_without_image.items():
         report_warning(f"{source}: {len(names)} label{'s' if len(names) != 1 else ''} with no image: "
-                       f"{first_few(names, FIRST_FEW)}")
-
-
-def first_few(names, count):
-    more = len(names) - count
-    return ", ".join(names[:count]) + (f", and {more} more" if more > 0 else "")
+                       f"{first_few(names)}")

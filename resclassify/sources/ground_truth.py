@@ -18,6 +18,12 @@ from .remote import RemoteImage, filesystem, is_url, list_images, read_file
 # How many names a report lists before it says "and N more".
 FIRST_FEW = 5
 
+
+def first_few(names, count=FIRST_FEW):
+    """The first count names, then how many more there are: "a, b, c, and 4 more"."""
+    more = len(names) - count
+    return ", ".join(names[:count]) + (f", and {more} more" if more > 0 else "")
+
 # Column names a CSV or TSV labels file may use, lower-cased; the first match wins.
 FILE_COLUMNS = ("filename", "file_name", "file", "path", "image", "image_name", "image_id", "imageid",
                 "img", "name", "fname")

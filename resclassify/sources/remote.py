@@ -198,25 +198,7 @@ def read_bytes(image):
 
     A url without a scheme is a local file (a member of a local tar shard): read without fsspec.
     """
-    if not is_url(image.url):
-        return _read_local(image)
-    fs, path = filesystem(image.url)
-
-    def read():
-        if image.start is None:
-            return fs.cat_file(path)
-        return fs.cat_file(path, start=image.start, end=image.end)
-
-    try:
-        data = with_retries(read)
-    # Any error at all: a store's packages raise a zoo of them (botocore, aiohttp, gcsfs), and
-    # one input that cannot be read must not stop the others.
-    except Exception as exc:
-        raise InputError(image.path, store_error_reason(exc, "cannot read")) from None
-    if image.start is not None and len(data) > image.end - image.start and len(data) >= image.end:
-        # A server that ignores Range (a plain HTTP file server may: fsspec does not check for 206) sent
-        # the whole object; the member is its part of it.
-        data = data[image.start:image.end]
+    data = _read_local(image) if not is_url(image.url) else _read_remote(image)
     if image.start is not None and len(data) != image.end - image.start:
         raise InputError(image.path, f"cut short: {len(data)} of {image.end - image.start} bytes")
     return data
@@ -273,18 +255,18 @@ def store_error_reason(exc, default):
     if isinstance(exc, FileNotFoundError) or status in (404, 410):
         # The store's own words when it gives some ("The specified key does not exist."), not
         # a bare repeat of the path (fsspec's HTTP filesystem gives only the URL).
-        said = _reason(exc, "")
+        said = error_line(exc, "")
         reason = f"no such bucket or object ({said})" if " " in said else "no such bucket or object"
     elif isinstance(exc, PermissionError) or status in (401, 403):
-        reason = f"access denied ({_reason(exc, 'forbidden')})"
+        reason = f"access denied ({error_line(exc, 'forbidden')})"
     elif cut:
-        reason = f"cut short: {_reason(exc, 'the response ended early')}"
+        reason = f"cut short: {error_line(exc, 'the response ended early')}"
     elif status is not None:
-        reason = f"HTTP {status}: {_reason(exc, default)}"
+        reason = f"HTTP {status}: {error_line(exc, default)}"
     elif is_transient(exc):
-        reason = f"{type(exc).__name__}: {_reason(exc, default)}"
+        reason = f"{type(exc).__name__}: {error_line(exc, default)}"
     else:
-        reason = _reason(exc, default)
+        reason = error_line(exc, default)
     attempts = getattr(exc, "resclassify_attempts", None)
     return f"{reason}, after {attempts} attempts" if attempts else reason
 
@@ -302,6 +284,27 @@ def _names(error):
     return {cls.__name__ for cls in type(error).__mro__}
 
 
+def _read_remote(image):
+    fs, path = filesystem(image.url)
+
+    def read():
+        if image.start is None:
+            return fs.cat_file(path)
+        return fs.cat_file(path, start=image.start, end=image.end)
+
+    try:
+        data = with_retries(read)
+    # Any error at all: a store's packages raise a zoo of them (botocore, aiohttp, gcsfs), and
+    # one input that cannot be read must not stop the others.
+    except Exception as exc:
+        raise InputError(image.path, store_error_reason(exc, "cannot read")) from None
+    if image.start is not None and len(data) > image.end - image.start and len(data) >= image.end:
+        # A server that ignores Range (a plain HTTP file server may: fsspec does not check for 206) sent
+        # the whole object; the member is its part of it.
+        data = data[image.start:image.end]
+    return data
+
+
 def _read_local(image):
     try:
         with open(image.url, "rb") as file:
@@ -311,13 +314,12 @@ def _read_local(image):
             data = file.read(image.end - image.start)
     except OSError as exc:
         raise InputError(image.path, file_error_reason(exc, image.url)) from None
-    if len(data) != image.end - image.start:
-        raise InputError(image.path, f"cut short: {len(data)} of {image.end - image.start} bytes")
     return data
 
 
-def _reason(exc, default):
-    # OSError(errno, message) as s3fs raises it: the message, without "[Errno 5] ".
+def error_line(exc, default):
+    """The first line of an error's message (default where it has none): for an OSError(errno, message) as
+    s3fs raises it, the message, without "[Errno 5] "."""
     message = exc.strerror if isinstance(exc, OSError) and exc.strerror and not exc.filename else str(exc)
     text = message.strip().splitlines()
     return text[0] if text and text[0] else default

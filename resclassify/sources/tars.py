@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import DatasetError, InputError, StorageError
 from ..images import file_error_reason
-from .ground_truth import (FIRST_FEW, ClassNameError, GroundTruth, ImageListing, LabelledImage, _from_labels_file,
-                           completed_ground_truth, resolve_class_name)
+from .ground_truth import (ClassNameError, GroundTruth, ImageListing, LabelledImage, _from_labels_file,
+                           completed_ground_truth, first_few, resolve_class_name)
 from .local import Skipped, is_image_file
-from .remote import RemoteImage, filesystem, is_url, read_bytes
+from .remote import RemoteImage, error_line, filesystem, is_url, read_bytes
 
 # A member with one of these extensions (after the key's first dot) holds its sample's class; the first
 # present wins. .cls: an integer class index; .txt: a class name (WordNet id, label or index); .json: an
@@ -87,7 +87,7 @@ def _glob(pattern):
     except FileNotFoundError:
         return []
     except PermissionError as exc:
-        raise StorageError(f"{pattern}: {_first_line(exc, 'access denied')}") from None
+        raise StorageError(f"{pattern}: {error_line(exc, 'access denied')}") from None
 
 
 @dataclass(frozen=True)
@@ -183,10 +183,10 @@ def _unreadable_reason(exc, shard):
     if not is_url(shard):
         return file_error_reason(exc, shard)
     if isinstance(exc, FileNotFoundError):
-        return _first_line(exc, "no such object")
+        return error_line(exc, "no such object")
     if isinstance(exc, PermissionError):
-        return _first_line(exc, "access denied")
-    return _first_line(exc, type(exc).__name__)
+        return error_line(exc, "access denied")
+    return error_line(exc, type(exc).__name__)
 
 
 class _WatchedTarInfo(tarfile.TarInfo):
@@ -229,7 +229,7 @@ def _walk(index, tar, size, read_labels):
             index.errors.append(InputError(index.shard, f"cut short at byte {offset}: a member's header is incomplete"))
         elif isinstance(problem, (tarfile.InvalidHeaderError, tarfile.SubsequentHeaderError)):
             index.errors.append(InputError(index.shard, f"damaged tar header at byte {offset} "
-                                                        f"({_first_line(problem, 'unreadable')}); "
+                                                        f"({error_line(problem, 'unreadable')}); "
                                                         f"the members after it are not read"))
     _sort_members(index, members)
 
@@ -256,24 +256,14 @@ def _sort_members(index, members):
             others.append(member.name)
     if others:
         index.unused.append(Skipped(index.shard, f"{_members(len(others))} neither an image nor a label "
-                                                 f"(.cls, .txt, .json), not used: {_first_few(others)}"))
+                                                 f"(.cls, .txt, .json), not used: {first_few(others)}"))
     if orphans:
         index.unused.append(Skipped(index.shard, f"{_members(len(orphans), 'label member')} with no image, "
-                                                 f"not used: {_first_few(orphans)}"))
+                                                 f"not used: {first_few(orphans)}"))
 
 
 def _members(count, what="member"):
     return f"{count} {what}{'s' if count != 1 else ''}"
-
-
-def _first_few(names):
-    more = len(names) - FIRST_FEW
-    return ", ".join(names[:FIRST_FEW]) + (f", and {more} more" if more > 0 else "")
-
-
-def _first_line(exc, default):
-    text = str(exc).strip().splitlines()
-    return text[0] if text and text[0] else default
 
 
 def expand_shards(argument, on_skip=None):
